@@ -1,0 +1,235 @@
+// Block-sparse attention forward on CUDA: a portable SIMT kernel (fp32 math on CUDA cores) with
+// the same semantics as the CPU kernel. It runs on every architecture in KC_CUDA_ARCHS and is
+// the correctness baseline for the tensor-core kernels.
+//
+// One CTA of 4 warps owns a tile of 16 query rows inside one query block of one (batch, head);
+// each warp owns 4 rows. For every enabled key block the CTA streams 32-key sub-tiles of K and V
+// through shared memory (fp32): lane j scores key j for a row, the warp reduces the row max and
+// sum with shuffles, and each lane accumulates the output columns d = lane + 32 c in registers.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "attention/block_sparse_attention.h"
+
+namespace kc {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kRowsPerWarp = 4;
+constexpr int kTileRows = kWarps * kRowsPerWarp;
+constexpr int kTileKeys = 32;
+constexpr int kMaxHeadDim = 256;
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) x = fmaxf(x, __shfl_xor_sync(kFullMask, x, offset));
+  return x;
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) x += __shfl_xor_sync(kFullMask, x, offset);
+  return x;
+}
+
+size_t shared_bytes(int64_t head_dim) {
+  return sizeof(float) * (kTileRows * head_dim + kTileKeys * (head_dim + 1) + kTileKeys * head_dim);
+}
+
+// kChunks = ceil(D / 32): output columns per lane, kept in registers.
+template <typename T, int kChunks>
+__global__ void __launch_bounds__(kWarps * 32) block_sparse_attention_fwd_kernel(const BlockSparseAttentionParams p) {
+  extern __shared__ float smem[];
+  const int D = static_cast<int>(p.head_dim);
+  const int ldk = D + 1;  // padded K rows: lanes read different banks
+  float* qs = smem;                   // [kTileRows, D]
+  float* ks = qs + kTileRows * D;     // [kTileKeys, D + 1]
+  float* vs = ks + kTileKeys * ldk;   // [kTileKeys, D]
+
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t tiles_per_block = (p.block_q + kTileRows - 1) / kTileRows;
+  const int64_t qb = blockIdx.x / tiles_per_block;
+  const int64_t i0 = qb * p.block_q + (blockIdx.x % tiles_per_block) * kTileRows;
+  const int64_t block_end = min(qb * p.block_q + p.block_q, p.seqlen_q);
+  const int rows = static_cast<int>(min(static_cast<int64_t>(kTileRows), block_end - i0));
+  if (rows <= 0) return;
+
+  const int64_t hk = h / p.group_size();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t causal_offset = p.seqlen_k - p.seqlen_q;
+  const float q_scale = p.scale * kLog2e;
+
+  const T* qg = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1];
+  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
+  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1];
+  for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
+    const int r = idx / D, d = idx % D;
+    qs[r * D + d] = to_float(qg[(i0 + r) * p.q_stride[2] + d]) * q_scale;
+  }
+
+  float o[kRowsPerWarp][kChunks];
+  float m[kRowsPerWarp], l[kRowsPerWarp];
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    m[rr] = -INFINITY;
+    l[rr] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) o[rr][c] = 0.0f;
+  }
+
+  const int64_t last_row = i0 + rows - 1;
+  const int64_t nkb = p.num_key_blocks();
+  for (int64_t kb = 0; kb < nkb; ++kb) {
+    if (!p.block_enabled(b, h, qb, kb)) continue;
+    const int64_t j_begin = kb * p.block_k;
+    int64_t j_end = min(j_begin + p.block_k, p.seqlen_k);
+    if (p.causal) j_end = min(j_end, last_row + causal_offset + 1);
+    if (j_end <= j_begin) break;  // causal: this and all later key blocks are in the future
+
+    for (int64_t jt = j_begin; jt < j_end; jt += kTileKeys) {
+      const int keys = static_cast<int>(min(static_cast<int64_t>(kTileKeys), j_end - jt));
+      __syncthreads();  // the previous sub-tile is consumed (and the Q tile is written)
+      for (int idx = threadIdx.x; idx < keys * D; idx += blockDim.x) {
+        const int c = idx / D, d = idx % D;
+        ks[c * ldk + d] = to_float(kg[(jt + c) * p.k_stride[2] + d]);
+        vs[c * D + d] = to_float(vg[(jt + c) * p.v_stride[2] + d]);
+      }
+      __syncthreads();
+
+#pragma unroll
+      for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+        const int r = warp * kRowsPerWarp + rr;
+        if (r >= rows) break;
+        const int64_t i = i0 + r;
+        const bool visible = lane < keys && (!p.causal || jt + lane <= i + causal_offset);
+        float s = -INFINITY;
+        if (visible) {
+          float dot = 0.0f;
+          for (int d = 0; d < D; ++d) dot += qs[r * D + d] * ks[lane * ldk + d];
+          s = dot;
+        }
+        const float tile_max = warp_max(s);
+        if (tile_max == -INFINITY) continue;  // the row sees no key of this sub-tile
+        const float m_new = fmaxf(m[rr], tile_max);
+        const float alpha = exp2f(m[rr] - m_new);
+        const float prob = visible ? exp2f(s - m_new) : 0.0f;
+        l[rr] = l[rr] * alpha + warp_sum(prob);
+        m[rr] = m_new;
+#pragma unroll
+        for (int c = 0; c < kChunks; ++c) o[rr][c] *= alpha;
+        for (int jj = 0; jj < keys; ++jj) {
+          const float pj = __shfl_sync(kFullMask, prob, jj);
+#pragma unroll
+          for (int c = 0; c < kChunks; ++c) {
+            const int d = lane + 32 * c;
+            if (d < D) o[rr][c] += pj * vs[jj * D + d];
+          }
+        }
+      }
+    }
+  }
+
+  T* og = reinterpret_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1];
+  float* lse = reinterpret_cast<float*>(p.lse) + (b * p.heads_q + h) * p.seqlen_q;
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    const int r = warp * kRowsPerWarp + rr;
+    if (r >= rows) break;
+    const int64_t i = i0 + r;
+    // A row that sees no key at all returns zeros and lse = -inf (documented behaviour).
+    const float inv = l[rr] > 0.0f ? 1.0f / l[rr] : 0.0f;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int d = lane + 32 * c;
+      if (d < D) og[i * p.out_stride[2] + d] = from_float<T>(o[rr][c] * inv);
+    }
+    if (lane == 0) lse[i] = l[rr] > 0.0f ? (m[rr] + log2f(l[rr])) * kLn2 : -INFINITY;
+  }
+}
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("block_sparse_attention (CUDA): ") + what + ": " + cudaGetErrorString(err));
+  }
+}
+
+template <typename T, int kChunks>
+void launch(const BlockSparseAttentionParams& p, cudaStream_t stream) {
+  const size_t smem = shared_bytes(p.head_dim);
+  auto kernel = block_sparse_attention_fwd_kernel<T, kChunks>;
+  if (smem > 48 * 1024) {
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+          "raising the shared-memory limit");
+  }
+  const int64_t tiles_per_block = (p.block_q + kTileRows - 1) / kTileRows;
+  const dim3 grid(static_cast<unsigned>(p.num_query_blocks() * tiles_per_block), static_cast<unsigned>(p.heads_q),
+                  static_cast<unsigned>(p.batch));
+  kernel<<<grid, kWarps * 32, smem, stream>>>(p);
+  check(cudaGetLastError(), "kernel launch");
+}
+
+template <typename T>
+void launch_for_head_dim(const BlockSparseAttentionParams& p, cudaStream_t stream) {
+  switch ((p.head_dim + 31) / 32) {
+    case 1: return launch<T, 1>(p, stream);
+    case 2: return launch<T, 2>(p, stream);
+    case 3: return launch<T, 3>(p, stream);
+    case 4: return launch<T, 4>(p, stream);
+    case 5: return launch<T, 5>(p, stream);
+    case 6: return launch<T, 6>(p, stream);
+    case 7: return launch<T, 7>(p, stream);
+    case 8: return launch<T, 8>(p, stream);
+    default: break;
+  }
+  throw std::invalid_argument("block_sparse_attention (CUDA): head_dim must be <= 256");
+}
+
+}  // namespace
+
+void block_sparse_attention_forward_cuda(const BlockSparseAttentionParams& params, std::uintptr_t stream,
+                                         int device) {
+  params.validate();
+  if (params.head_dim > kMaxHeadDim) {
+    throw std::invalid_argument("block_sparse_attention (CUDA): head_dim must be <= 256, got " +
+                                std::to_string(params.head_dim));
+  }
+  check(cudaSetDevice(device), "selecting the device");
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  switch (params.dtype) {
+    case DType::kFloat32:
+      return launch_for_head_dim<float>(params, s);
+    case DType::kFloat16:
+      return launch_for_head_dim<__half>(params, s);
+    case DType::kBFloat16:
+      return launch_for_head_dim<__nv_bfloat16>(params, s);
+  }
+  throw std::invalid_argument("block_sparse_attention (CUDA): unsupported dtype");
+}
+
+}  // namespace kc

@@ -1,0 +1,119 @@
+// The compiled module kernels_core._C. It sees only integers (addresses, sizes, strides, a
+// stream handle): the torch-facing layer lives in Python (kernels_core/ops), so this module
+// does not depend on the torch ABI.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "attention/block_sparse_attention.h"
+#include "common/cpu_features.h"
+#include "common/cuda_runtime.h"
+
+namespace py = pybind11;
+
+namespace {
+
+std::vector<std::string> split_list(const std::string& text, char separator) {
+  std::vector<std::string> parts;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, separator)) {
+    if (!item.empty()) parts.push_back(item);
+  }
+  return parts;
+}
+
+py::dict build_info() {
+  py::dict info;
+  info["version"] = KC_VERSION;
+  info["cxx_compiler"] = KC_CXX_COMPILER;
+#if defined(KC_WITH_CUDA)
+  info["with_cuda"] = true;
+  info["cuda_compiler"] = KC_CUDA_COMPILER;
+#else
+  info["with_cuda"] = false;
+  info["cuda_compiler"] = py::none();
+#endif
+  info["cuda_version"] = std::string(KC_BUILD_CUDA_VERSION);
+  info["cuda_architectures"] = split_list(KC_BUILD_CUDA_ARCHS, ',');
+  info["cpu_isas"] = split_list(KC_CPU_ISAS, ',');
+  return info;
+}
+
+py::dict cuda_runtime_info() {
+  const kc::cuda::RuntimeInfo rt = kc::cuda::runtime_info();
+  py::dict info;
+  info["compiled"] = rt.compiled;
+  info["runtime_version"] = rt.runtime_version;
+  info["driver_version"] = rt.driver_version;
+  info["status"] = rt.status;
+  py::list devices;
+  for (const auto& dev : rt.devices) {
+    py::dict d;
+    d["index"] = dev.index;
+    d["name"] = dev.name;
+    d["capability"] = py::make_tuple(dev.major, dev.minor);
+    d["total_memory"] = dev.total_memory;
+    devices.append(d);
+  }
+  info["devices"] = devices;
+  return info;
+}
+
+std::vector<std::string> supported_cpu_isas() {
+  std::vector<std::string> names;
+  for (auto isa : kc::cpu::supported_isas()) names.emplace_back(kc::cpu::isa_name(isa));
+  return names;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "kernels-core compiled kernels (raw-pointer interface; use the kernels_core package instead)";
+  m.attr("__version__") = KC_VERSION;
+
+  m.def("build_info", &build_info, "Compiler, CUDA version and architectures, CPU instruction sets compiled in.");
+  m.def("cuda_runtime_info", &cuda_runtime_info, "CUDA runtime/driver versions and visible devices.");
+  m.def("supported_cpu_isas", &supported_cpu_isas, "CPU instruction sets compiled in and usable here.");
+  m.def("active_cpu_isa", [] { return std::string(kc::cpu::isa_name(kc::cpu::active_isa())); });
+  m.def("set_cpu_isa", &kc::cpu::set_active_isa, py::arg("name"));
+
+  py::enum_<kc::DType>(m, "DType")
+      .value("float32", kc::DType::kFloat32)
+      .value("float16", kc::DType::kFloat16)
+      .value("bfloat16", kc::DType::kBFloat16);
+
+  using Params = kc::BlockSparseAttentionParams;
+  py::class_<Params>(m, "BlockSparseAttentionParams")
+      .def(py::init<>())
+      .def_readwrite("q", &Params::q)
+      .def_readwrite("k", &Params::k)
+      .def_readwrite("v", &Params::v)
+      .def_readwrite("out", &Params::out)
+      .def_readwrite("lse", &Params::lse)
+      .def_readwrite("block_mask", &Params::block_mask)
+      .def_readwrite("dtype", &Params::dtype)
+      .def_readwrite("batch", &Params::batch)
+      .def_readwrite("heads_q", &Params::heads_q)
+      .def_readwrite("heads_kv", &Params::heads_kv)
+      .def_readwrite("seqlen_q", &Params::seqlen_q)
+      .def_readwrite("seqlen_k", &Params::seqlen_k)
+      .def_readwrite("head_dim", &Params::head_dim)
+      .def_readwrite("q_stride", &Params::q_stride)
+      .def_readwrite("k_stride", &Params::k_stride)
+      .def_readwrite("v_stride", &Params::v_stride)
+      .def_readwrite("out_stride", &Params::out_stride)
+      .def_readwrite("mask_stride", &Params::mask_stride)
+      .def_readwrite("block_q", &Params::block_q)
+      .def_readwrite("block_k", &Params::block_k)
+      .def_readwrite("causal", &Params::causal)
+      .def_readwrite("scale", &Params::scale);
+
+  m.def("block_sparse_attention_forward_cpu", &kc::block_sparse_attention_forward_cpu, py::arg("params"),
+        py::arg("num_threads"), py::call_guard<py::gil_scoped_release>());
+  m.def("block_sparse_attention_forward_cuda", &kc::block_sparse_attention_forward_cuda, py::arg("params"),
+        py::arg("stream"), py::arg("device"), py::call_guard<py::gil_scoped_release>());
+}

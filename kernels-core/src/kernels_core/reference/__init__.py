@@ -1,0 +1,14 @@
+"""Pure-torch references for every kernels-core op.
+
+Each function here has the same signature and semantics as the op of the same name in
+:mod:`kernels_core`, is written for clarity rather than speed (it materialises full score
+matrices), and is what the tests compare the compiled kernels against.
+"""
+
+from kernels_core.reference.attention import (
+    attention_mask_from_blocks,
+    block_sparse_attention,
+    block_sparse_attention_backward,
+)
+
+__all__ = ["attention_mask_from_blocks", "block_sparse_attention", "block_sparse_attention_backward"]
