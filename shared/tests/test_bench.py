@@ -1,0 +1,128 @@
+"""Benchmark harness: timing, machine description, reports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from accel_shared.bench import (
+    BenchmarkReport,
+    Timing,
+    describe_machine,
+    machine_summary,
+    ratio,
+    time_callable,
+)
+
+
+def test_time_callable_counts_calls_and_orders_stats():
+    calls = []
+    timing = time_callable(lambda: calls.append(1), warmup=3, repeats=7)
+    assert len(calls) == 10
+    assert timing.repeats == 7
+    assert timing.warmup == 3
+    assert len(timing.samples) == 7
+    assert timing.min_s <= timing.median_s <= timing.max_s
+    assert timing.min_s <= timing.mean_s <= timing.max_s
+
+
+def test_time_callable_measures_time():
+    import time
+
+    timing = time_callable(lambda: time.sleep(0.01), warmup=0, repeats=3)
+    assert 0.009 <= timing.median_s < 0.5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"warmup": -1}, "warmup must be an int >= 0"),
+        ({"repeats": 0}, "repeats must be an int >= 1"),
+        ({"repeats": 2.5}, "repeats must be an int >= 1"),
+        ({"device": "bogus"}, "device must be"),
+    ],
+)
+def test_time_callable_bad_args(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        time_callable(lambda: None, **kwargs)
+
+
+def test_time_callable_rejects_non_callable():
+    with pytest.raises(TypeError, match="fn must be callable"):
+        time_callable(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_time_callable_cuda_without_gpu():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        time_callable(lambda: None, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_time_callable_cuda_events():
+    x = torch.randn(1024, 1024, device="cuda")
+    timing = time_callable(lambda: x @ x, warmup=1, repeats=5, device="cuda")
+    assert timing.repeats == 5
+    assert 0 < timing.min_s <= timing.median_s
+
+
+def test_from_samples_and_ratio():
+    t = Timing.from_samples([3.0, 1.0, 2.0], warmup=0)
+    assert (t.median_s, t.min_s, t.max_s, t.mean_s) == (2.0, 1.0, 3.0, 2.0)
+    fast = Timing.from_samples([0.5], warmup=0)
+    assert ratio(t, fast) == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="candidate median"):
+        ratio(t, Timing.from_samples([0.0], warmup=0))
+
+
+def test_describe_machine():
+    info = describe_machine()
+    for key in ("cpu", "logical_cores", "torch_threads", "memory_gib", "os", "python", "torch", "gpu"):
+        assert key in info
+    assert info["torch"] == torch.__version__
+    if not torch.cuda.is_available():
+        assert info["gpu"] == "none"
+        assert info["gpus"] == []
+    line = machine_summary(info)
+    assert "\n" not in line
+    assert info["cpu"] in line
+    assert f"torch {torch.__version__}" in line
+    json.dumps(info)  # serialisable
+
+
+def test_report_writes_json_and_markdown(tmp_path):
+    machine = describe_machine()
+    report = BenchmarkReport(
+        title="Attention speed",
+        description="Median of 10 runs.",
+        columns=["seq_len", "baseline_ms", "ours_ms", "speedup"],
+        machine=machine,
+        command="python -m pkg.bench --seq 128",
+        notes=["fp32 on CPU"],
+    )
+    report.add_row({"seq_len": 128, "baseline_ms": 1.5}, ours_ms=0.75, speedup=2.0)
+    report.add_row(seq_len=256, baseline_ms=6.0, ours_ms=2.0, speedup=3.0)
+    with pytest.raises(ValueError, match="unknown columns \\['bogus'\\]"):
+        report.add_row(bogus=1)
+
+    json_path, md_path = report.write(tmp_path / "out", "attention")
+    assert json_path.name == "attention.json"
+    assert md_path.name == "attention.md"
+    data = json.loads(json_path.read_text())
+    assert data["rows"][1] == {"seq_len": 256, "baseline_ms": 6.0, "ours_ms": 2.0, "speedup": 3.0}
+    assert data["command"] == "python -m pkg.bench --seq 128"
+    assert data["machine"] == machine
+
+    md = md_path.read_text()
+    assert md.startswith("# Attention speed\n")
+    assert f"Machine: {machine_summary(machine)}" in md
+    assert "Reproduce:" in md
+    assert "python -m pkg.bench --seq 128" in md
+    assert "| seq_len | baseline_ms | ours_ms | speedup |" in md
+    assert "| 128 | 1.5 | 0.75 | 2 |" in md
+    assert "- fp32 on CPU" in md
+    with pytest.raises(ValueError, match="stem"):
+        report.write(tmp_path, "a/b")
