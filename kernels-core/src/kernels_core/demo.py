@@ -82,7 +82,7 @@ def run_demo(
         "baseline_time_s": dense_s,
         "accelerated_time_s": sparse_s,
         "speed_ratio": dense_s / sparse_s,
-        "quality_metric": "max |error| vs reference",
+        "quality_metric": "max abs error vs reference",
         "quality_value": error,
         "notes": f"{device.type}, block {block_size[0]}x{block_size[1]}, median of {repeats}",
     }

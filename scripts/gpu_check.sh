@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Build kernels-core with CUDA, then run the `gpu` tests and the GPU benchmarks.
+#
+# Works on a machine that has python3 with a CUDA build of torch, CMake, nvcc and pybind11 but
+# no package index (typical of shared GPU machines): the module is built with plain CMake and
+# the packages run from this checkout, nothing is installed. Also what `nox -s gpu` runs.
+#
+#   scripts/gpu_check.sh                    everything
+#   KC_CUDA_ARCHS=90a-real scripts/gpu_check.sh     build only for the GPU at hand (faster)
+#   PYTHON=/path/to/python scripts/gpu_check.sh
+#   GPU_CHECK_OUT=dir scripts/gpu_check.sh  where logs and benchmark reports go (default build/gpu)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+OUT=${GPU_CHECK_OUT:-build/gpu}
+mkdir -p "$OUT"
+
+if ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  echo "gpu_check: no CUDA GPU is visible to $PYTHON (torch $("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo 'not installed')); nothing to run."
+  exit 0
+fi
+command -v nvcc >/dev/null || { echo "gpu_check: nvcc is not on PATH; the CUDA kernels cannot be built" >&2; exit 1; }
+command -v cmake >/dev/null || { echo "gpu_check: cmake is not on PATH" >&2; exit 1; }
+
+echo "== device"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+"$PYTHON" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.get_device_name(0))'
+
+echo "== build kernels-core (CUDA architectures: ${KC_CUDA_ARCHS:-default})"
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+start=$(date +%s)
+cmake -S kernels-core -B "$OUT/cmake" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DKC_CUDA=ON \
+  ${KC_CUDA_ARCHS:+-DKC_CUDA_ARCHS="$KC_CUDA_ARCHS"} \
+  -Dpybind11_DIR="$("$PYTHON" -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v "$PYTHON")" \
+  >"$OUT/cmake-configure.log"
+cmake --build "$OUT/cmake" --parallel "$(nproc)" >"$OUT/cmake-build.log"
+echo "built in $(( $(date +%s) - start )) s"
+
+# Stage the Python package next to the freshly built module; run everything from there.
+stage="$OUT/python"
+rm -rf "$stage" && mkdir -p "$stage"
+cp -r kernels-core/src/kernels_core "$stage/"
+cp "$OUT"/cmake/_C*.so "$stage/kernels_core/"
+export PYTHONPATH="$PWD/$stage:$PWD/shared/src${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1
+loaded=$("$PYTHON" -c 'import kernels_core; print(kernels_core.__file__)')
+case "$loaded" in
+  "$PWD/$stage"/*) ;;
+  *) echo "gpu_check: kernels_core is imported from $loaded, not from the fresh build; uninstall that copy first" >&2
+     exit 1 ;;
+esac
+
+"$PYTHON" -m kernels_core info | tee "$OUT/info.txt"
+
+echo "== gpu tests"
+status=0
+for tests in kernels-core/tests shared/tests tests packages/*/tests; do
+  [ -d "$tests" ] || continue
+  "$PYTHON" -m pytest "$tests" -m gpu -q -p no:cacheprovider -o addopts="" 2>&1 | tee -a "$OUT/gpu-tests.log" \
+    || { rc=${PIPESTATUS[0]}; [ "$rc" -eq 5 ] || status=1; }   # 5: no gpu test in that folder
+done
+
+echo "== gpu benchmarks"
+for bench in kernels-core/benchmarks/bench_*.py packages/*/benchmarks/bench_*.py; do
+  [ -f "$bench" ] || continue
+  "$PYTHON" "$bench" --device cuda --out "$OUT/benchmarks" || status=1
+done
+echo "gpu_check: reports in $OUT/benchmarks; copy them to docs/benchmarks/ to publish"
+exit $status

@@ -1,0 +1,32 @@
+"""The benchmark scripts run end to end on tiny shapes and write their reports (no timing asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_attention_benchmark_writes_report(tmp_path):
+    bench = _load(ROOT / "kernels-core" / "benchmarks" / "bench_attention.py")
+    args = ["--seq-len", "256", "--heads", "2", "--head-dims", "32", "--dtypes", "float32", "bfloat16"]
+    args += ["--densities", "1.0", "0.5", "--warmup", "0", "--repeats", "1", "--out", str(tmp_path)]
+    assert bench.main(args) == 0
+    report = json.loads((tmp_path / "attention_cpu.json").read_text())
+    assert len(report["rows"]) == 4
+    assert report["machine"]["cpu"]
+    assert "bench_attention.py" in report["command"]
+    for row in report["rows"]:
+        assert row["SDPA ms"] > 0 and row["block-sparse ms"] > 0
+        assert abs(row["speed-up vs SDPA"] - row["SDPA ms"] / row["block-sparse ms"]) < 1e-6
+    markdown = (tmp_path / "attention_cpu.md").read_text()
+    assert "| dtype | D | density |" in markdown and "Machine:" in markdown
