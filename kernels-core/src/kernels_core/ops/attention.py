@@ -12,6 +12,7 @@ Layers, top to bottom:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -102,19 +103,27 @@ def _params(
     return p
 
 
-def _prepare(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: torch.Tensor, block_q: int, block_k: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Kernel-ready views: unit stride in the head dimension, the mask broadcast to full shape."""
+def _forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_mask: torch.Tensor,
+    block_q: int,
+    block_k: int,
+    causal: bool,
+    scale: float,
+    launch: Callable[[Any], None],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shared body of the device kernels: check, allocate, handle empty inputs, call ``launch(params)``."""
+    _check_inputs(q, k, v, block_mask, block_q, block_k)
+    out, lse = _outputs(q)
+    if q.numel() == 0 or k.shape[2] == 0:
+        # No keys (or no queries): every row sees nothing, so zeros and lse = -inf.
+        return out.zero_(), lse.fill_(float("-inf"))
+    # Kernel-ready views: unit stride in the head dimension, the mask broadcast to full shape.
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     shape = (q.shape[0], q.shape[1], num_blocks(q.shape[2], block_q), num_blocks(k.shape[2], block_k))
-    return q, k, v, block_mask.expand(shape)
-
-
-def _empty_result(q: torch.Tensor, out: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """No keys (or no queries): every row sees nothing, so zeros and lse = -inf."""
-    out.zero_()
-    lse.fill_(float("-inf"))
+    launch(_params(q, k, v, block_mask.expand(shape), out, lse, block_q, block_k, causal, scale))
     return out, lse
 
 
@@ -129,14 +138,10 @@ def _block_sparse_attention_op(
     causal: bool,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_inputs(q, k, v, block_mask, block_q, block_k)
-    out, lse = _outputs(q)
-    if q.numel() == 0 or k.shape[2] == 0:
-        return _empty_result(q, out, lse)
-    q, k, v, block_mask = _prepare(q, k, v, block_mask, block_q, block_k)
-    params = _params(q, k, v, block_mask, out, lse, block_q, block_k, causal, scale)
-    library().block_sparse_attention_forward_cpu(params, torch.get_num_threads())
-    return out, lse
+    def launch(params: Any) -> None:
+        library().block_sparse_attention_forward_cpu(params, torch.get_num_threads())
+
+    return _forward(q, k, v, block_mask, block_q, block_k, causal, scale, launch)
 
 
 @_block_sparse_attention_op.register_kernel("cuda")
@@ -150,17 +155,14 @@ def _block_sparse_attention_cuda(
     causal: bool,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_inputs(q, k, v, block_mask, block_q, block_k)
-    if q.shape[-1] > 256:
+    if isinstance(q, torch.Tensor) and q.dim() == 4 and q.shape[-1] > 256:
         raise ValueError(f"q: the CUDA kernel supports head dimensions up to 256, got {q.shape[-1]}")
-    out, lse = _outputs(q)
-    if q.numel() == 0 or k.shape[2] == 0:
-        return _empty_result(q, out, lse)
-    q, k, v, block_mask = _prepare(q, k, v, block_mask, block_q, block_k)
-    params = _params(q, k, v, block_mask, out, lse, block_q, block_k, causal, scale)
-    stream = torch.cuda.current_stream(q.device).cuda_stream
-    library().block_sparse_attention_forward_cuda(params, stream, q.device.index)
-    return out, lse
+
+    def launch(params: Any) -> None:
+        stream = torch.cuda.current_stream(q.device).cuda_stream
+        library().block_sparse_attention_forward_cuda(params, stream, q.device.index)
+
+    return _forward(q, k, v, block_mask, block_q, block_k, causal, scale, launch)
 
 
 @_block_sparse_attention_op.register_fake
