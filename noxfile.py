@@ -71,10 +71,7 @@ def _discover() -> list[Distribution]:
         project = tomllib.loads(pyproject.read_text())["project"]
         scripts = project.get("scripts", {})
         cli = project["name"] if project["name"] in scripts else None
-        import_name = project["name"].replace("-", "_") if folder.parent.name == "packages" else None
-        import_name = (
-            import_name or {"kernels-core": "kernels_core", "accel-shared": "accel_shared"}[project["name"]]
-        )
+        import_name = project["name"].replace("-", "_")  # kernels-core -> kernels_core
         # kernels-core has a demo; every method package must have one (`<cli> demo`).
         found.append(
             Distribution(project["name"], folder, import_name, cli, project["name"] != "accel-shared")
@@ -91,12 +88,11 @@ def _install_torch(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "torch")
 
 
-def _install_repo(session: nox.Session, dists: list[Distribution] | None = None) -> None:
-    """torch, test tools, and the given distributions (default: all) built from this checkout.
+def _install_repo(session: nox.Session) -> None:
+    """torch, test tools, and every distribution of this checkout.
 
-    kernels-core is built without isolation into build/<session>/ so reruns are incremental.
+    kernels-core is built without isolation into build/nox/<session>/ so reruns are incremental.
     """
-    dists = DISTRIBUTIONS if dists is None else dists
     _install_torch(session)
     session.install(*CONSTRAINTS, *TEST_TOOLS, *BUILD_TOOLS, "tqdm", "numpy")
     build_dir = ROOT / "build" / "nox" / session.name
@@ -106,7 +102,7 @@ def _install_repo(session: nox.Session, dists: list[Distribution] | None = None)
         f"--config-settings=build-dir={build_dir / 'kernels-core'}",
         str(ROOT / "kernels-core"),
     )
-    others = [str(d.path) for d in dists if d.name != "kernels-core"]
+    others = [str(d.path) for d in DISTRIBUTIONS if d.name != "kernels-core"]
     if others:
         session.install(*CONSTRAINTS, *others)
 
@@ -226,7 +222,10 @@ def _summary_table(rows: list[dict]) -> str:
         for r in rows
     ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    line = lambda values: "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"  # noqa: E731
+
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
 
 

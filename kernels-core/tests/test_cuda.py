@@ -50,7 +50,7 @@ def test_cuda_matches_cpu_kernel_on_strided_inputs():
 def test_cuda_rejects_head_dim_above_256():
     q = torch.randn(1, 1, 8, 320, device="cuda")
     mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device="cuda")
-    with pytest.raises(ValueError, match="head dimensions up to 256"):
+    with pytest.raises(ValueError, match="cuda kernel supports head dimensions up to 256"):
         kernels_core.block_sparse_attention(q, q, q, mask)
 
 

@@ -17,6 +17,7 @@ from accel_shared.__main__ import main
 from accel_shared.cli import (
     CLIError,
     DemoResult,
+    add_command,
     add_common_args,
     emit,
     make_parser,
@@ -84,6 +85,18 @@ def test_common_args_defaults():
     only_debug = add_common_args(make_parser("x", "x"), device=False, dtype=False, seed=False, json=False)
     assert vars(only_debug.parse_args([])) == {"debug": False}
     assert "example:\n  demo --seed 1" in parser().format_help()
+
+
+def test_add_command_keeps_examples_and_help_line():
+    parser = make_parser("tool", "A tool.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sub = add_command(
+        commands, "run", help="run it", description="Runs it.", epilog="example:\n  tool run --x"
+    )
+    sub.add_argument("--x", action="store_true")
+    assert "run it" in parser.format_help()
+    assert "example:\n  tool run --x" in sub.format_help()  # line breaks survive
+    assert parser.parse_args(["run", "--x"]).x is True
 
 
 def test_resolve_device_and_dtype():

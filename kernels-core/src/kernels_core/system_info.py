@@ -18,7 +18,8 @@ from kernels_core._version import __version__
 OPS: dict[str, tuple[str, ...]] = {"block_sparse_attention": ("cpu", "cuda")}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU model name (from /proc/cpuinfo on Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -78,13 +79,10 @@ def arch_runs_on(arch: str, capability: tuple[int, int]) -> bool:
 def info() -> dict[str, Any]:
     """Version, compiler, CUDA version and architectures compiled in, CPU instruction sets, visible
     GPUs with compute capability, and which ops run on which device here."""
-    result: dict[str, Any] = {
-        "version": __version__,
-        "torch": torch.__version__,
-        "compiled": load_error() is None,
-    }
-    if load_error() is not None:
-        result["error"] = load_error()
+    error = load_error()
+    result: dict[str, Any] = {"version": __version__, "torch": torch.__version__, "compiled": error is None}
+    if error is not None:
+        result["error"] = error
         result["ops"] = {op: {"cpu": False, "cuda": False} for op in OPS}
         return result
 
@@ -100,7 +98,7 @@ def info() -> dict[str, Any]:
 
     result["build"] = build
     result["cpu"] = {
-        "model": _cpu_model(),
+        "model": cpu_model(),
         "isas_supported": list(lib.supported_cpu_isas()),
         "isa_active": str(lib.active_cpu_isa()),
         "threads": torch.get_num_threads(),

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from accel_shared.cli import add_common_args, emit, make_parser, run_cli
+from accel_shared.cli import add_command, add_common_args, emit, make_parser, run_cli
 
 PROG = "accel-shared"
 
@@ -81,30 +81,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    tiny = commands.add_parser(
+    tiny = add_command(
+        commands,
         "tiny-models",
         help="list or save the tiny test models",
         description="Tiny, seeded versions of the model classes the packages target (no download needed).",
         epilog=_TINY_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tiny_commands = tiny.add_subparsers(dest="tiny_command", metavar="ACTION", required=True)
-    list_parser = tiny_commands.add_parser(
+    list_parser = add_command(
+        tiny_commands,
         "list",
         help="show the tiny models",
         description="Show the tiny models: name, library, model class, description.",
         epilog="example:\n  accel-shared tiny-models list --json\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_args(list_parser, device=False, dtype=False, seed=False)
     list_parser.set_defaults(func=_tiny_list)
 
-    save_parser = tiny_commands.add_parser(
+    save_parser = add_command(
+        tiny_commands,
         "save",
         help="save_pretrained a tiny model into a folder",
         description="Build tiny model NAME with weights from --seed and save_pretrained it into DIR.",
         epilog="example:\n  accel-shared tiny-models save qwen2 ./tiny-qwen2 --seed 0\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     save_parser.add_argument(
         "name", metavar="NAME", help="tiny model name (see: accel-shared tiny-models list)"
@@ -113,12 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(save_parser, device=False, dtype=False)
     save_parser.set_defaults(func=_tiny_save)
 
-    machine = commands.add_parser(
+    machine = add_command(
+        commands,
         "machine",
         help="describe this machine (CPU, memory, GPU, versions)",
         description="Describe this machine as benchmark reports record it.",
         epilog="example:\n  accel-shared machine --json\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_args(machine, device=False, dtype=False, seed=False)
     machine.set_defaults(func=_machine)

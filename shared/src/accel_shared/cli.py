@@ -26,6 +26,7 @@ import torch
 __all__ = [
     "CLIError",
     "DemoResult",
+    "add_command",
     "add_common_args",
     "emit",
     "make_parser",
@@ -54,6 +55,21 @@ def make_parser(prog: str, description: str, *, epilog: str | None = None) -> ar
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def add_command(
+    commands: Any, name: str, *, help: str, description: str, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand of ``commands`` (from ``parser.add_subparsers()``) with the same formatting as
+    :func:`make_parser`: ``help`` is its line in the parent's ``--help``, ``epilog`` holds examples."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
 
 
 def _device_arg(value: str) -> str:

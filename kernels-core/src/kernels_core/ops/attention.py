@@ -113,9 +113,14 @@ def _forward(
     causal: bool,
     scale: float,
     launch: Callable[[Any], None],
+    max_head_dim: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Shared body of the device kernels: check, allocate, handle empty inputs, call ``launch(params)``."""
     _check_inputs(q, k, v, block_mask, block_q, block_k)
+    if max_head_dim is not None and q.shape[-1] > max_head_dim:
+        raise ValueError(
+            f"q: the {q.device.type} kernel supports head dimensions up to {max_head_dim}, got {q.shape[-1]}"
+        )
     out, lse = _outputs(q)
     if q.numel() == 0 or k.shape[2] == 0:
         # No keys (or no queries): every row sees nothing, so zeros and lse = -inf.
@@ -155,14 +160,11 @@ def _block_sparse_attention_cuda(
     causal: bool,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(q, torch.Tensor) and q.dim() == 4 and q.shape[-1] > 256:
-        raise ValueError(f"q: the CUDA kernel supports head dimensions up to 256, got {q.shape[-1]}")
-
     def launch(params: Any) -> None:
         stream = torch.cuda.current_stream(q.device).cuda_stream
         library().block_sparse_attention_forward_cuda(params, stream, q.device.index)
 
-    return _forward(q, k, v, block_mask, block_q, block_k, causal, scale, launch)
+    return _forward(q, k, v, block_mask, block_q, block_k, causal, scale, launch, max_head_dim=256)
 
 
 @_block_sparse_attention_op.register_fake

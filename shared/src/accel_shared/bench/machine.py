@@ -9,16 +9,9 @@ from typing import Any
 
 import torch
 
+from kernels_core.system_info import cpu_model
+
 __all__ = ["describe_machine", "machine_summary"]
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _memory_gib() -> float | None:
@@ -58,7 +51,7 @@ def describe_machine() -> dict[str, Any]:
     """
     gpus = _gpus()
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "memory_gib": _memory_gib(),
