@@ -94,7 +94,6 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("v", &Params::v)
       .def_readwrite("out", &Params::out)
       .def_readwrite("lse", &Params::lse)
-      .def_readwrite("block_mask", &Params::block_mask)
       .def_readwrite("dtype", &Params::dtype)
       .def_readwrite("batch", &Params::batch)
       .def_readwrite("heads_q", &Params::heads_q)
@@ -106,14 +105,41 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("k_stride", &Params::k_stride)
       .def_readwrite("v_stride", &Params::v_stride)
       .def_readwrite("out_stride", &Params::out_stride)
+      .def_readwrite("lse_stride", &Params::lse_stride)
+      .def_readwrite("cu_seqlens_q", &Params::cu_seqlens_q)
+      .def_readwrite("cu_seqlens_k", &Params::cu_seqlens_k)
+      .def_readwrite("block_mask", &Params::block_mask)
       .def_readwrite("mask_stride", &Params::mask_stride)
+      .def_readwrite("block_counts", &Params::block_counts)
+      .def_readwrite("block_indices", &Params::block_indices)
+      .def_readwrite("counts_stride", &Params::counts_stride)
+      .def_readwrite("indices_stride", &Params::indices_stride)
       .def_readwrite("block_q", &Params::block_q)
       .def_readwrite("block_k", &Params::block_k)
       .def_readwrite("causal", &Params::causal)
       .def_readwrite("scale", &Params::scale);
 
+  using BackwardParams = kc::BlockSparseAttentionBackwardParams;
+  py::class_<BackwardParams, Params>(m, "BlockSparseAttentionBackwardParams")
+      .def(py::init<>())
+      .def_readwrite("dout", &BackwardParams::dout)
+      .def_readwrite("dlse", &BackwardParams::dlse)
+      .def_readwrite("dq_accum", &BackwardParams::dq_accum)
+      .def_readwrite("dk", &BackwardParams::dk)
+      .def_readwrite("dv", &BackwardParams::dv)
+      .def_readwrite("dout_stride", &BackwardParams::dout_stride)
+      .def_readwrite("dlse_stride", &BackwardParams::dlse_stride)
+      .def_readwrite("dq_stride", &BackwardParams::dq_stride)
+      .def_readwrite("dk_stride", &BackwardParams::dk_stride)
+      .def_readwrite("dv_stride", &BackwardParams::dv_stride);
+
+  const auto release_gil = py::call_guard<py::gil_scoped_release>();
   m.def("block_sparse_attention_forward_cpu", &kc::block_sparse_attention_forward_cpu, py::arg("params"),
-        py::arg("num_threads"), py::call_guard<py::gil_scoped_release>());
+        py::arg("num_threads"), release_gil);
   m.def("block_sparse_attention_forward_cuda", &kc::block_sparse_attention_forward_cuda, py::arg("params"),
-        py::arg("stream"), py::arg("device"), py::call_guard<py::gil_scoped_release>());
+        py::arg("stream"), py::arg("device"), release_gil);
+  m.def("block_sparse_attention_backward_cpu", &kc::block_sparse_attention_backward_cpu, py::arg("params"),
+        py::arg("num_threads"), release_gil);
+  m.def("block_sparse_attention_backward_cuda", &kc::block_sparse_attention_backward_cuda, py::arg("params"),
+        py::arg("stream"), py::arg("device"), release_gil);
 }

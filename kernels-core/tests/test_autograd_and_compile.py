@@ -69,7 +69,7 @@ def test_opcheck(dtype, causal):
     q, k, v, mask, block = _inputs(dtype, requires_grad=True)
     torch.library.opcheck(
         torch.ops.kernels_core.block_sparse_attention.default,
-        (q, k, v, mask, block[0], block[1], causal, 0.2),
+        (q, k, v, mask, None, None, None, None, 0, 0, block[0], block[1], causal, 0.2),
     )
 
 
@@ -78,7 +78,42 @@ def test_opcheck_without_grad_and_with_broadcast_mask():
     shared = masks.random_block_mask(1, 1, q.shape[2], k.shape[2], 0.5, block)
     torch.library.opcheck(
         torch.ops.kernels_core.block_sparse_attention.default,
-        (q, k, v, shared, block[0], block[1], False, 0.2),
+        (q, k, v, shared, None, None, None, None, 0, 0, block[0], block[1], False, 0.2),
+    )
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_opcheck_index_lists(causal):
+    q, k, v, mask, block = _inputs()
+    lists = masks.block_mask_to_indices(mask)
+    torch.library.opcheck(
+        torch.ops.kernels_core.block_sparse_attention.default,
+        (q, k, v, None, lists.counts, lists.indices, None, None, 0, 0, block[0], block[1], causal, 0.3),
+    )
+
+
+def test_opcheck_varlen():
+    g = torch.Generator().manual_seed(3)
+    lengths_q, lengths_k = [5, 40, 0, 33], [9, 40, 3, 70]
+    cu_q = torch.tensor([0, *torch.tensor(lengths_q).cumsum(0).tolist()], dtype=torch.int32)
+    cu_k = torch.tensor([0, *torch.tensor(lengths_k).cumsum(0).tolist()], dtype=torch.int32)
+    q = torch.randn(1, 4, int(cu_q[-1]), 16, generator=g, requires_grad=True)
+    k = torch.randn(1, 2, int(cu_k[-1]), 16, generator=g, requires_grad=True)
+    v = torch.randn(1, 2, int(cu_k[-1]), 16, generator=g, requires_grad=True)
+    mask = masks.random_block_mask(4, 4, 40, 70, 0.6, (16, 16), generator=g)
+    torch.library.opcheck(
+        torch.ops.kernels_core.block_sparse_attention.default,
+        (q, k, v, mask, None, None, cu_q, cu_k, 40, 70, 16, 16, True, 0.25),
+    )
+
+
+def test_opcheck_backward_op():
+    q, k, v, mask, block = _inputs(requires_grad=False)
+    out, lse = kernels_core.block_sparse_attention(q, k, v, mask, block_size=block, return_lse=True)
+    dout, dlse = torch.randn_like(out), torch.randn_like(lse)
+    torch.library.opcheck(
+        torch.ops.kernels_core.block_sparse_attention_backward.default,
+        (dout, dlse, q, k, v, out, lse, mask, None, None, 0, 0, block[0], block[1], False, 0.2),
     )
 
 

@@ -4,33 +4,14 @@ import math
 
 import pytest
 import torch
-from conftest import TOLERANCES
+from conftest import DTYPES, SHAPES, TOLERANCES, attention_inputs, shape_id
 
 import kernels_core
 from kernels_core import masks, reference
 
-# (batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim, block_size): odd head dims, lengths that
-# are not multiples of the block, unequal block sizes, grouped-query attention, Sq != Sk.
-SHAPES = [
-    (1, 1, 1, 64, 64, 64, (64, 64)),
-    (2, 4, 2, 100, 130, 33, (64, 64)),
-    (1, 2, 1, 200, 150, 64, (32, 48)),
-    (1, 3, 3, 65, 65, 128, (64, 64)),
-    (1, 2, 2, 7, 300, 17, (16, 128)),
-    (2, 8, 1, 129, 257, 80, (128, 64)),
-    (1, 4, 4, 300, 90, 1, (64, 32)),
-    (1, 2, 1, 31, 31, 255, (8, 8)),
-]
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-
 
 def _inputs(shape, dtype, generator, density=0.5):
-    b, hq, hkv, sq, sk, d, block = shape
-    q = torch.randn(b, hq, sq, d, generator=generator).to(dtype)
-    k = torch.randn(b, hkv, sk, d, generator=generator).to(dtype)
-    v = torch.randn(b, hkv, sk, d, generator=generator).to(dtype)
-    mask = masks.random_block_mask(b, hq, sq, sk, density, block, generator=generator)
-    return q, k, v, mask, block
+    return attention_inputs(shape, dtype, generator, density)
 
 
 def _assert_matches_reference(q, k, v, mask, block, causal, scale=None):
@@ -49,7 +30,7 @@ def _assert_matches_reference(q, k, v, mask, block, causal, scale=None):
     torch.testing.assert_close(lse[finite], ref_lse[finite], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s[:6])) + f"-b{s[6][0]}x{s[6][1]}")
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_matches_reference(cpu_isa, shape, dtype, causal, generator):

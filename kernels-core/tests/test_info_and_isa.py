@@ -86,6 +86,22 @@ def test_cuda_entry_point_without_driver_raises_clearly():
     q = torch.randn(1, 1, 8, 8)
     out, lse = torch.empty_like(q), torch.empty(1, 1, 8)
     mask = torch.ones(1, 1, 1, 1, dtype=torch.bool)
-    params = kernels_core.ops.attention._params(q, q, q, mask, out, lse, 64, 64, False, 1.0)
+    geometry = kernels_core.ops.attention_checks.AttentionGeometry(1, 1, 1, 8, 8, 8, 64, 64)
+    params = kernels_core.ops.attention._fill_params(
+        lib.BlockSparseAttentionParams(),
+        geometry,
+        q,
+        q,
+        q,
+        out,
+        lse,
+        mask,
+        None,
+        None,
+        None,
+        None,
+        False,
+        1.0,
+    )
     with pytest.raises(RuntimeError, match=r"block_sparse_attention \(CUDA\): selecting the device"):
         lib.block_sparse_attention_forward_cuda(params, 0, 0)

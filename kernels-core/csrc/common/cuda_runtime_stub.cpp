@@ -1,5 +1,6 @@
 // CPU-only build: no CUDA runtime, and the CUDA entry points explain how to get them.
 #include <stdexcept>
+#include <string>
 
 #include "attention/block_sparse_attention.h"
 #include "common/cuda_runtime.h"
@@ -14,10 +15,20 @@ RuntimeInfo runtime_info() {
 }
 }  // namespace cuda
 
+namespace {
+[[noreturn]] void no_cuda(const char* op) {
+  throw std::runtime_error(std::string(op) +
+                           ": kernels-core was built without CUDA; reinstall it on a machine with nvcc "
+                           "(and without KC_CUDA=OFF) to run on the GPU");
+}
+}  // namespace
+
 void block_sparse_attention_forward_cuda(const BlockSparseAttentionParams&, std::uintptr_t, int) {
-  throw std::runtime_error(
-      "block_sparse_attention: kernels-core was built without CUDA; reinstall it on a machine with nvcc "
-      "(and without KC_CUDA=OFF) to run on the GPU");
+  no_cuda("block_sparse_attention");
+}
+
+void block_sparse_attention_backward_cuda(const BlockSparseAttentionBackwardParams&, std::uintptr_t, int) {
+  no_cuda("block_sparse_attention_backward");
 }
 
 }  // namespace kc

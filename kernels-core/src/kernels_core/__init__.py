@@ -15,13 +15,14 @@ from kernels_core._library import KernelsCoreBuildError
 from kernels_core._version import __version__
 from kernels_core.compat import check_compatibility, version_satisfies
 from kernels_core.cpu import cpu_isa, set_cpu_isa, supported_cpu_isas, use_cpu_isa
-from kernels_core.ops import block_sparse_attention
+from kernels_core.ops import block_sparse_attention, block_sparse_attention_varlen
 from kernels_core.system_info import info
 
 __all__ = [
     "KernelsCoreBuildError",
     "__version__",
     "block_sparse_attention",
+    "block_sparse_attention_varlen",
     "check_compatibility",
     "cpu_isa",
     "info",

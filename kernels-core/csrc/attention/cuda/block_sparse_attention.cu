@@ -73,21 +73,23 @@ __global__ void __launch_bounds__(kWarps * 32) block_sparse_attention_fwd_kernel
   float* vs = ks + kTileKeys * ldk;   // [kTileKeys, D]
 
   const int64_t b = blockIdx.z, h = blockIdx.y;
+  const SequenceSpan seq = p.sequence(b);
   const int64_t tiles_per_block = (p.block_q + kTileRows - 1) / kTileRows;
   const int64_t qb = blockIdx.x / tiles_per_block;
-  const int64_t i0 = qb * p.block_q + (blockIdx.x % tiles_per_block) * kTileRows;
-  const int64_t block_end = min(qb * p.block_q + p.block_q, p.seqlen_q);
+  const int64_t i0 = qb * p.block_q + (blockIdx.x % tiles_per_block) * kTileRows;  // within the sequence
+  const int64_t block_end = min(qb * p.block_q + p.block_q, seq.q_len);
   const int rows = static_cast<int>(min(static_cast<int64_t>(kTileRows), block_end - i0));
-  if (rows <= 0) return;
+  if (rows <= 0) return;  // past the end of this (shorter) sequence
 
   const int64_t hk = h / p.group_size();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t causal_offset = p.seqlen_k - p.seqlen_q;
+  const int64_t causal_offset = seq.k_len - seq.q_len;
   const float q_scale = p.scale * kLog2e;
 
-  const T* qg = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1];
-  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
-  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1];
+  // Base pointers at the first token of this sequence.
+  const T* qg = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + seq.q_start * p.q_stride[2];
+  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1] + seq.k_start * p.k_stride[2];
+  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1] + seq.k_start * p.v_stride[2];
   for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
     const int r = idx / D, d = idx % D;
     qs[r * D + d] = to_float(qg[(i0 + r) * p.q_stride[2] + d]) * q_scale;
@@ -104,13 +106,15 @@ __global__ void __launch_bounds__(kWarps * 32) block_sparse_attention_fwd_kernel
   }
 
   const int64_t last_row = i0 + rows - 1;
-  const int64_t nkb = p.num_key_blocks();
-  for (int64_t kb = 0; kb < nkb; ++kb) {
-    if (!p.block_enabled(b, h, qb, kb)) continue;
+  const int64_t seq_key_blocks = (seq.k_len + p.block_k - 1) / p.block_k;
+  const int64_t candidates = p.row_length(b, h, qb);
+  for (int64_t j = 0; j < candidates; ++j) {
+    const int64_t kb = p.row_block(b, h, qb, j);
+    if (kb < 0 || kb >= seq_key_blocks) continue;
     const int64_t j_begin = kb * p.block_k;
-    int64_t j_end = min(j_begin + p.block_k, p.seqlen_k);
+    int64_t j_end = min(j_begin + p.block_k, seq.k_len);
     if (p.causal) j_end = min(j_end, last_row + causal_offset + 1);
-    if (j_end <= j_begin) break;  // causal: this and all later key blocks are in the future
+    if (j_end <= j_begin) continue;  // causal: entirely in the future
 
     for (int64_t jt = j_begin; jt < j_end; jt += kTileKeys) {
       const int keys = static_cast<int>(min(static_cast<int64_t>(kTileKeys), j_end - jt));
@@ -155,8 +159,8 @@ __global__ void __launch_bounds__(kWarps * 32) block_sparse_attention_fwd_kernel
     }
   }
 
-  T* og = reinterpret_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1];
-  float* lse = reinterpret_cast<float*>(p.lse) + (b * p.heads_q + h) * p.seqlen_q;
+  T* og = reinterpret_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + seq.q_start * p.out_stride[2];
+  float* lse = reinterpret_cast<float*>(p.lse) + b * p.lse_stride[0] + h * p.lse_stride[1] + seq.q_start * p.lse_stride[2];
 #pragma unroll
   for (int rr = 0; rr < kRowsPerWarp; ++rr) {
     const int r = warp * kRowsPerWarp + rr;
@@ -169,7 +173,7 @@ __global__ void __launch_bounds__(kWarps * 32) block_sparse_attention_fwd_kernel
       const int d = lane + 32 * c;
       if (d < D) og[i * p.out_stride[2] + d] = from_float<T>(o[rr][c] * inv);
     }
-    if (lane == 0) lse[i] = l[rr] > 0.0f ? (m[rr] + log2f(l[rr])) * kLn2 : -INFINITY;
+    if (lane == 0) lse[i * p.lse_stride[2]] = l[rr] > 0.0f ? (m[rr] + log2f(l[rr])) * kLn2 : -INFINITY;
   }
 }
 
@@ -232,4 +236,10 @@ void block_sparse_attention_forward_cuda(const BlockSparseAttentionParams& param
   throw std::invalid_argument("block_sparse_attention (CUDA): unsupported dtype");
 }
 
+}  // namespace kc
+
+namespace kc {
+void block_sparse_attention_backward_cuda(const BlockSparseAttentionBackwardParams&, std::uintptr_t, int) {
+  throw std::runtime_error("block_sparse_attention_backward (CUDA): not implemented yet");
+}
 }  // namespace kc

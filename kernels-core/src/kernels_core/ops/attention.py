@@ -1,12 +1,16 @@
-"""Block-sparse attention: ``kernels_core::block_sparse_attention``.
+"""Block-sparse attention: ``kernels_core::block_sparse_attention`` and its backward.
 
 Layers, top to bottom:
 
-1. :func:`block_sparse_attention`, the public function (keyword arguments, defaults, docs);
-2. the custom op ``torch.ops.kernels_core.block_sparse_attention`` with its fake (meta) kernel
-   for ``torch.compile`` and its autograd formula;
+1. :func:`block_sparse_attention` and :func:`block_sparse_attention_varlen`, the public
+   functions (keyword arguments, defaults, docs);
+2. the custom ops ``torch.ops.kernels_core.block_sparse_attention`` and
+   ``..._backward`` with fake (meta) kernels for ``torch.compile`` and the autograd formula;
 3. the CPU and CUDA implementations, which check the inputs and hand raw addresses, sizes and
    strides to the compiled module ``kernels_core._C``.
+
+Both ops work in one 4-D layout (see :mod:`kernels_core.ops.attention_checks`); a
+variable-length batch is a [1, H, total, D] view plus ``cu_seqlens``.
 """
 
 from __future__ import annotations
@@ -19,185 +23,418 @@ import torch
 
 from kernels_core import _checks
 from kernels_core._library import library
-from kernels_core.masks import num_blocks
-from kernels_core.reference.attention import block_sparse_attention_backward
+from kernels_core.masks import BlockIndices, block_indices_to_mask
+from kernels_core.ops import attention_checks as checks
 
-_OP_NAME = "kernels_core::block_sparse_attention"
-_LAYOUTS = {
-    "q": "[B, Hq, Sq, D]",
-    "k": "[B, Hkv, Sk, D]",
-    "v": "[B, Hkv, Sk, D]",
-    "block_mask": "[B, Hq, ceil(Sq / block_q), ceil(Sk / block_k)]",
-}
+_CUDA_MAX_HEAD_DIM = 256
 
 
-def _check_tensors(**tensors: object) -> None:
-    for name, x in tensors.items():
-        _checks.check_tensor(name, x, 4, _LAYOUTS[name])
+def _strides(x: torch.Tensor | None, dims: int = 3) -> tuple[int, ...]:
+    return tuple(x.stride()[:dims]) if x is not None else (0,) * dims
 
 
-def _check_inputs(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: torch.Tensor, block_q: int, block_k: int
-) -> None:
-    _check_tensors(q=q, k=k, v=v, block_mask=block_mask)
-    _checks.check_float_dtype("q", q)
-    _checks.check_same_dtype("q", q, k=k, v=v)
-    _checks.check_same_device("q", q, k=k, v=v, block_mask=block_mask)
-    if block_mask.dtype != torch.bool:
-        raise TypeError(
-            f"block_mask must have dtype torch.bool (True = compute the block), got {block_mask.dtype}"
-        )
-    if block_q <= 0 or block_k <= 0:
-        raise ValueError(f"block_size must be positive, got ({block_q}, {block_k})")
-
-    batch, heads_q, seqlen_q, head_dim = q.shape
-    _checks.check_dim("k", k.shape[0], batch, "the batch size (dim 0) of k, as in q,")
-    _checks.check_dim("v", v.shape[0], batch, "the batch size (dim 0) of v, as in q,")
-    _checks.check_dim("v", v.shape[1], k.shape[1], "the number of key/value heads (dim 1) of v, as in k,")
-    _checks.check_dim("v", v.shape[2], k.shape[2], "the key length (dim 2) of v, as in k,")
-    _checks.check_dim("k", k.shape[3], head_dim, "the head dimension (dim 3) of k, as in q,")
-    _checks.check_dim("v", v.shape[3], head_dim, "the head dimension (dim 3) of v, as in q,")
-    heads_kv = k.shape[1]
-    if heads_kv == 0 or heads_q % heads_kv != 0:
-        raise ValueError(
-            f"q has {heads_q} heads, which is not a multiple of the {heads_kv} key/value heads of k "
-            "(grouped-query attention needs Hq % Hkv == 0)"
-        )
-    expected = (batch, heads_q, num_blocks(seqlen_q, block_q), num_blocks(k.shape[2], block_k))
-    if any(m != e and m != 1 for m, e in zip(block_mask.shape, expected, strict=True)):
-        raise ValueError(
-            f"block_mask must have shape [B, Hq, ceil(Sq / block_q), ceil(Sk / block_k)] = {list(expected)} "
-            f"for block_size ({block_q}, {block_k}) (size-1 dimensions broadcast), got {list(block_mask.shape)}"
-        )
+def _kernel_view(x: torch.Tensor) -> torch.Tensor:
+    """The kernels need a contiguous last dimension; anything else is copied."""
+    return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _outputs(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+def _fill_params(
+    p: Any,
+    geometry: checks.AttentionGeometry,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    block_mask: torch.Tensor | None,
+    block_counts: torch.Tensor | None,
+    block_indices: torch.Tensor | None,
+    cu_seqlens_q: torch.Tensor | None,
+    cu_seqlens_k: torch.Tensor | None,
+    causal: bool,
+    scale: float,
+) -> Any:
+    lib = library()
+    g = geometry
+    p.q, p.k, p.v, p.out, p.lse = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr()
+    p.dtype = getattr(lib.DType, str(q.dtype).removeprefix("torch."))
+    p.batch, p.heads_q, p.heads_kv = g.batch, g.heads_q, g.heads_kv
+    p.seqlen_q, p.seqlen_k, p.head_dim = g.seqlen_q, g.seqlen_k, g.head_dim
+    varlen = cu_seqlens_q is not None
+    # A variable-length call is one [1, H, total, D] view: sequences are found via cu_seqlens.
+    batch_stride = (lambda s: (0, *s[1:])) if varlen else (lambda s: s)
+    p.q_stride, p.k_stride, p.v_stride = (batch_stride(_strides(x)) for x in (q, k, v))
+    p.out_stride, p.lse_stride = batch_stride(_strides(out)), batch_stride(_strides(lse))
+    if varlen:
+        assert cu_seqlens_k is not None
+        p.cu_seqlens_q, p.cu_seqlens_k = cu_seqlens_q.data_ptr(), cu_seqlens_k.data_ptr()
+    grid = g.block_grid
+    if block_mask is not None:
+        block_mask = block_mask.expand(grid)
+        p.block_mask, p.mask_stride = block_mask.data_ptr(), block_mask.stride()
+    if block_counts is not None and block_indices is not None:
+        block_counts = block_counts.expand(grid[:3])
+        block_indices = block_indices.expand(*grid[:3], block_indices.shape[-1])
+        p.block_counts, p.counts_stride = block_counts.data_ptr(), block_counts.stride()
+        p.block_indices, p.indices_stride = block_indices.data_ptr(), block_indices.stride()
+    p.block_q, p.block_k, p.causal, p.scale = g.block_q, g.block_k, causal, scale
+    return p
+
+
+def _forward_outputs(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # empty_like keeps q's layout (e.g. [B, S, H, D] seen through a transpose).
+    out = torch.empty_like(q)
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
     return out, lse
 
 
-def _params(
+def _check_forward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    block_mask: torch.Tensor,
-    out: torch.Tensor,
-    lse: torch.Tensor,
+    block_mask: torch.Tensor | None,
+    block_counts: torch.Tensor | None,
+    block_indices: torch.Tensor | None,
+    cu_seqlens_q: torch.Tensor | None,
+    cu_seqlens_k: torch.Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    block_q: int,
+    block_k: int,
+) -> checks.AttentionGeometry:
+    checks.check_qkv(q, k, v)
+    geometry = checks.check_geometry(
+        q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_q, block_k
+    )
+    checks.check_sparsity(q, geometry, block_mask, block_counts, block_indices)
+    return geometry
+
+
+def _check_values(
+    geometry: checks.AttentionGeometry,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    block_counts: torch.Tensor | None,
+    block_indices: torch.Tensor | None,
+    cu_seqlens_q: torch.Tensor | None,
+    cu_seqlens_k: torch.Tensor | None,
+) -> None:
+    """Checks that read tensor values (only in the real kernels, never while tracing)."""
+    checks.check_index_values(geometry, block_counts, block_indices)
+    if cu_seqlens_q is not None and cu_seqlens_k is not None:
+        checks.check_cu_seqlens_values("cu_seqlens_q", cu_seqlens_q, q.shape[2], geometry.seqlen_q)
+        checks.check_cu_seqlens_values("cu_seqlens_k", cu_seqlens_k, k.shape[2], geometry.seqlen_k)
+
+
+Launcher = Callable[[Any, torch.device], None]
+
+
+def _run_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_mask: torch.Tensor | None,
+    block_counts: torch.Tensor | None,
+    block_indices: torch.Tensor | None,
+    cu_seqlens_q: torch.Tensor | None,
+    cu_seqlens_k: torch.Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
     block_q: int,
     block_k: int,
     causal: bool,
     scale: float,
-) -> object:
-    lib = library()
-    p = lib.BlockSparseAttentionParams()
-    p.q, p.k, p.v, p.out, p.lse = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr()
-    p.block_mask = block_mask.data_ptr()
-    p.dtype = getattr(lib.DType, str(q.dtype).removeprefix("torch."))
-    p.batch, p.heads_q, p.seqlen_q, p.head_dim = q.shape
-    p.heads_kv, p.seqlen_k = k.shape[1], k.shape[2]
-    p.q_stride, p.k_stride = q.stride()[:3], k.stride()[:3]
-    p.v_stride, p.out_stride = v.stride()[:3], out.stride()[:3]
-    p.mask_stride = block_mask.stride()
-    p.block_q, p.block_k, p.causal, p.scale = block_q, block_k, causal, scale
-    return p
-
-
-def _forward(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    block_mask: torch.Tensor,
-    block_q: int,
-    block_k: int,
-    causal: bool,
-    scale: float,
-    launch: Callable[[Any], None],
-    max_head_dim: int | None = None,
+    launch: Launcher,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shared body of the device kernels: check, allocate, handle empty inputs, call ``launch(params)``."""
-    _check_inputs(q, k, v, block_mask, block_q, block_k)
-    if max_head_dim is not None and q.shape[-1] > max_head_dim:
+    """Shared body of the device kernels: check, allocate, handle empty inputs, launch."""
+    geometry = _check_forward(
+        q, k, v, block_mask, block_counts, block_indices, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+        block_q, block_k,
+    )  # fmt: skip
+    if q.device.type == "cuda" and geometry.head_dim > _CUDA_MAX_HEAD_DIM:
         raise ValueError(
-            f"q: the {q.device.type} kernel supports head dimensions up to {max_head_dim}, got {q.shape[-1]}"
+            f"q: the cuda kernel supports head dimensions up to {_CUDA_MAX_HEAD_DIM}, got {geometry.head_dim}"
         )
-    out, lse = _outputs(q)
+    out, lse = _forward_outputs(q)
     if q.numel() == 0 or k.shape[2] == 0:
         # No keys (or no queries): every row sees nothing, so zeros and lse = -inf.
         return out.zero_(), lse.fill_(float("-inf"))
-    # Kernel-ready views: unit stride in the head dimension, the mask broadcast to full shape.
-    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    shape = (q.shape[0], q.shape[1], num_blocks(q.shape[2], block_q), num_blocks(k.shape[2], block_k))
-    launch(_params(q, k, v, block_mask.expand(shape), out, lse, block_q, block_k, causal, scale))
+    _check_values(geometry, q, k, block_counts, block_indices, cu_seqlens_q, cu_seqlens_k)
+    q, k, v = (_kernel_view(x) for x in (q, k, v))
+    params = _fill_params(
+        library().BlockSparseAttentionParams(), geometry, q, k, v, out, lse, block_mask, block_counts, block_indices,
+        cu_seqlens_q, cu_seqlens_k, causal, scale,
+    )  # fmt: skip
+    launch(params, q.device)
     return out, lse
 
 
-@torch.library.custom_op(_OP_NAME, mutates_args=(), device_types="cpu")
-def _block_sparse_attention_op(
+def _launch_forward_cpu(params: Any, device: torch.device) -> None:
+    library().block_sparse_attention_forward_cpu(params, torch.get_num_threads())
+
+
+def _launch_forward_cuda(params: Any, device: torch.device) -> None:
+    stream = torch.cuda.current_stream(device).cuda_stream
+    library().block_sparse_attention_forward_cuda(params, stream, device.index)
+
+
+def _launch_backward_cpu(params: Any, device: torch.device) -> None:
+    library().block_sparse_attention_backward_cpu(params, torch.get_num_threads())
+
+
+def _launch_backward_cuda(params: Any, device: torch.device) -> None:
+    stream = torch.cuda.current_stream(device).cuda_stream
+    library().block_sparse_attention_backward_cuda(params, stream, device.index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward op
+# ---------------------------------------------------------------------------------------------
+@torch.library.custom_op("kernels_core::block_sparse_attention", mutates_args=(), device_types="cpu")
+def _forward_op(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    block_mask: torch.Tensor,
+    block_mask: torch.Tensor | None,
+    block_counts: torch.Tensor | None,
+    block_indices: torch.Tensor | None,
+    cu_seqlens_q: torch.Tensor | None,
+    cu_seqlens_k: torch.Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
     block_q: int,
     block_k: int,
     causal: bool,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    def launch(params: Any) -> None:
-        library().block_sparse_attention_forward_cpu(params, torch.get_num_threads())
+    return _run_forward(
+        q, k, v, block_mask, block_counts, block_indices, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+        block_q, block_k, causal, scale, _launch_forward_cpu,
+    )  # fmt: skip
 
-    return _forward(q, k, v, block_mask, block_q, block_k, causal, scale, launch)
 
-
-@_block_sparse_attention_op.register_kernel("cuda")
-def _block_sparse_attention_cuda(
+@_forward_op.register_kernel("cuda")
+def _forward_op_cuda(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    block_mask: torch.Tensor,
+    block_mask: torch.Tensor | None,
+    block_counts: torch.Tensor | None,
+    block_indices: torch.Tensor | None,
+    cu_seqlens_q: torch.Tensor | None,
+    cu_seqlens_k: torch.Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
     block_q: int,
     block_k: int,
     causal: bool,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    def launch(params: Any) -> None:
-        stream = torch.cuda.current_stream(q.device).cuda_stream
-        library().block_sparse_attention_forward_cuda(params, stream, q.device.index)
+    return _run_forward(
+        q, k, v, block_mask, block_counts, block_indices, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+        block_q, block_k, causal, scale, _launch_forward_cuda,
+    )  # fmt: skip
 
-    return _forward(q, k, v, block_mask, block_q, block_k, causal, scale, launch, max_head_dim=256)
 
-
-@_block_sparse_attention_op.register_fake
-def _block_sparse_attention_fake(
+@_forward_op.register_fake
+def _forward_op_fake(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    block_mask: torch.Tensor,
+    block_mask: torch.Tensor | None,
+    block_counts: torch.Tensor | None,
+    block_indices: torch.Tensor | None,
+    cu_seqlens_q: torch.Tensor | None,
+    cu_seqlens_k: torch.Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
     block_q: int,
     block_k: int,
     causal: bool,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_inputs(q, k, v, block_mask, block_q, block_k)
-    return _outputs(q)
+    _check_forward(
+        q, k, v, block_mask, block_counts, block_indices, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+        block_q, block_k,
+    )  # fmt: skip
+    return _forward_outputs(q)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward op
+# ---------------------------------------------------------------------------------------------
+def _backward_outputs(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, varlen: bool
+) -> tuple[torch.Tensor, ...]:
+    dq_accum = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    # Variable-length batches may leave packed tokens outside every sequence: zero them.
+    make = torch.zeros if varlen else torch.empty
+    dk = make(k.shape, dtype=k.dtype, device=k.device)
+    dv = make(v.shape, dtype=v.dtype, device=v.device)
+    return dq_accum, dk, dv
+
+
+def _run_backward(
+    dout: torch.Tensor,
+    dlse: torch.Tensor | None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    block_mask: torch.Tensor | None,
+    cu_seqlens_q: torch.Tensor | None,
+    cu_seqlens_k: torch.Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    block_q: int,
+    block_k: int,
+    causal: bool,
+    scale: float,
+    launch: Launcher,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    geometry = _check_forward(
+        q,
+        k,
+        v,
+        block_mask,
+        None,
+        None,
+        cu_seqlens_q,
+        cu_seqlens_k,
+        max_seqlen_q,
+        max_seqlen_k,
+        block_q,
+        block_k,
+    )
+    dq_accum, dk, dv = _backward_outputs(q, k, v, cu_seqlens_q is not None)
+    if q.numel() == 0 or k.shape[2] == 0:
+        return dq_accum.to(q.dtype), dk.zero_(), dv.zero_()
+    q, k, v, out, dout = (_kernel_view(x) for x in (q, k, v, out, dout))
+    p = _fill_params(
+        library().BlockSparseAttentionBackwardParams(), geometry, q, k, v, out, lse, block_mask, None, None,
+        cu_seqlens_q, cu_seqlens_k, causal, scale,
+    )  # fmt: skip
+    varlen = cu_seqlens_q is not None
+    batch_stride = (lambda s: (0, *s[1:])) if varlen else (lambda s: s)
+    p.dout, p.dq_accum, p.dk, p.dv = dout.data_ptr(), dq_accum.data_ptr(), dk.data_ptr(), dv.data_ptr()
+    p.dout_stride, p.dq_stride = batch_stride(_strides(dout)), batch_stride(_strides(dq_accum))
+    p.dk_stride, p.dv_stride = batch_stride(_strides(dk)), batch_stride(_strides(dv))
+    if dlse is not None:
+        dlse = dlse.float()
+        p.dlse, p.dlse_stride = dlse.data_ptr(), batch_stride(_strides(dlse))
+    launch(p, q.device)
+    return dq_accum.to(q.dtype), dk, dv
+
+
+@torch.library.custom_op("kernels_core::block_sparse_attention_backward", mutates_args=(), device_types="cpu")
+def _backward_op(
+    dout: torch.Tensor,
+    dlse: torch.Tensor | None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    block_mask: torch.Tensor | None,
+    cu_seqlens_q: torch.Tensor | None,
+    cu_seqlens_k: torch.Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    block_q: int,
+    block_k: int,
+    causal: bool,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _run_backward(
+        dout, dlse, q, k, v, out, lse, block_mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+        block_q, block_k, causal, scale, _launch_backward_cpu,
+    )  # fmt: skip
+
+
+@_backward_op.register_kernel("cuda")
+def _backward_op_cuda(
+    dout: torch.Tensor,
+    dlse: torch.Tensor | None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    block_mask: torch.Tensor | None,
+    cu_seqlens_q: torch.Tensor | None,
+    cu_seqlens_k: torch.Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    block_q: int,
+    block_k: int,
+    causal: bool,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _run_backward(
+        dout, dlse, q, k, v, out, lse, block_mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+        block_q, block_k, causal, scale, _launch_backward_cuda,
+    )  # fmt: skip
+
+
+@_backward_op.register_fake
+def _backward_op_fake(
+    dout: torch.Tensor,
+    dlse: torch.Tensor | None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    block_mask: torch.Tensor | None,
+    cu_seqlens_q: torch.Tensor | None,
+    cu_seqlens_k: torch.Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    block_q: int,
+    block_k: int,
+    causal: bool,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-    q, k, v, block_mask, block_q, block_k, causal, scale = inputs
+    (
+        q,
+        k,
+        v,
+        block_mask,
+        block_counts,
+        block_indices,
+        cu_q,
+        cu_k,
+        max_q,
+        max_k,
+        block_q,
+        block_k,
+        causal,
+        scale,
+    ) = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, block_mask, out, lse)
-    ctx.block_size = (block_q, block_k)
-    ctx.causal = causal
-    ctx.scale = scale
+    ctx.save_for_backward(q, k, v, out, lse, block_mask, block_counts, block_indices, cu_q, cu_k)
+    ctx.static = (max_q, max_k, block_q, block_k, causal, scale)
 
 
 def _backward(
     ctx: Any, grad_out: torch.Tensor, grad_lse: torch.Tensor | None
 ) -> tuple[torch.Tensor | None, ...]:
-    # For now the backward runs through the pure-torch reference (memory O(Sq * Sk) per head);
-    # it honours the same block mask, so skipped blocks get zero gradient.
-    q, k, v, block_mask, out, lse = ctx.saved_tensors
-    dq, dk, dv = block_sparse_attention_backward(
+    q, k, v, out, lse, block_mask, block_counts, block_indices, cu_q, cu_k = ctx.saved_tensors
+    max_q, max_k, block_q, block_k, causal, scale = ctx.static
+    if block_counts is not None and block_indices is not None:
+        # The backward walks the mask by key block, so index lists become a bool mask here.
+        geometry = checks.check_geometry(q, k, cu_q, cu_k, max_q, max_k, block_q, block_k)
+        grid = geometry.block_grid
+        lists = BlockIndices(
+            block_counts.expand(grid[:3]), block_indices.expand(*grid[:3], block_indices.shape[-1])
+        )
+        block_mask = block_indices_to_mask(lists, grid[3])
+    dq, dk, dv = torch.ops.kernels_core.block_sparse_attention_backward(
         grad_out,
         grad_lse,
         q,
@@ -206,21 +443,60 @@ def _backward(
         out,
         lse,
         block_mask,
-        block_size=ctx.block_size,
-        causal=ctx.causal,
-        scale=ctx.scale,
+        cu_q,
+        cu_k,
+        max_q,
+        max_k,
+        block_q,
+        block_k,
+        causal,
+        scale,
     )
-    return dq, dk, dv, None, None, None, None, None
+    return (dq, dk, dv) + (None,) * 11
 
 
-_block_sparse_attention_op.register_autograd(_backward, setup_context=_setup_context)
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------------------------
+def _check_options(
+    q: torch.Tensor, block_size: object, causal: object, scale: object
+) -> tuple[int, int, float]:
+    block_q, block_k = _checks.check_block_size(block_size)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] > 0 else 1.0
+    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite float, got {scale!r}")
+    return block_q, block_k, float(scale)
+
+
+def _split_sparsity(
+    block_mask: torch.Tensor | BlockIndices | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(mask, counts, indices) from the public ``block_mask`` argument."""
+    if block_mask is None or isinstance(block_mask, torch.Tensor):
+        return block_mask, None, None
+    if isinstance(block_mask, BlockIndices):
+        counts, indices = block_mask
+        for name, x in (("block_mask.counts", counts), ("block_mask.indices", indices)):
+            if not isinstance(x, torch.Tensor) or x.dtype not in (torch.int32, torch.int64):
+                raise TypeError(f"{name} must be an int32 (or int64) tensor")
+        return None, counts.to(torch.int32), indices.to(torch.int32)
+    raise TypeError(
+        "block_mask must be a bool tensor [B, Hq, nqb, nkb], a kernels_core.masks.BlockIndices or None, "
+        f"got {type(block_mask).__name__}"
+    )
 
 
 def block_sparse_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    block_mask: torch.Tensor,
+    block_mask: torch.Tensor | BlockIndices | None,
     *,
     block_size: tuple[int, int] = (64, 64),
     causal: bool = False,
@@ -234,8 +510,12 @@ def block_sparse_attention(
         k: [B, Hkv, Sk, D], same dtype and device; grouped-query attention when Hq is a multiple
             of Hkv (query head h uses key/value head h // (Hq / Hkv)).
         v: [B, Hkv, Sk, D].
-        block_mask: bool [B, Hq, ceil(Sq / block_q), ceil(Sk / block_k)], True = compute the block;
-            size-1 dimensions broadcast (e.g. one mask for all heads).
+        block_mask: which blocks to compute, one of
+            - a bool tensor [B, Hq, ceil(Sq / block_q), ceil(Sk / block_k)], True = compute;
+              size-1 dimensions broadcast (e.g. one mask for all heads);
+            - :class:`kernels_core.masks.BlockIndices` (counts [B, Hq, nqb], indices
+              [B, Hq, nqb, L]): per row, the key blocks to compute (any order, no duplicates);
+            - None: every block (dense attention).
         block_size: (block_q, block_k), any positive sizes; the last block may be partial.
         causal: also mask keys in the future, aligned bottom-right as in FlashAttention:
             query i sees keys j <= i + Sk - Sq.
@@ -248,7 +528,8 @@ def block_sparse_attention(
         masked, or causal with Sq > Sk) returns zeros and lse = -inf.
 
     Inputs may be strided (e.g. transposed [B, S, H, D] views) as long as the head dimension is
-    contiguous; other layouts are copied. Gradients flow to q, k and v.
+    contiguous; other layouts are copied. Gradients flow to q, k and v (and to lse); the
+    backward runs in the same kernels and skips the same blocks.
 
     Example::
 
@@ -256,15 +537,60 @@ def block_sparse_attention(
         >>> mask = kernels_core.masks.random_block_mask(1, 8, 1024, 1024, density=0.25)
         >>> out = kernels_core.block_sparse_attention(q, k, v, mask)
     """
-    _check_tensors(q=q, k=k, v=v, block_mask=block_mask)
-    block_q, block_k = _checks.check_block_size(block_size)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] > 0 else 1.0
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise ValueError(f"scale must be a finite float, got {scale!r}")
+    checks.check_qkv(q, k, v)
+    block_q, block_k, scale = _check_options(q, block_size, causal, scale)
+    mask, counts, indices = _split_sparsity(block_mask)
     out, lse = torch.ops.kernels_core.block_sparse_attention(
-        q, k, v, block_mask, block_q, block_k, causal, float(scale)
+        q, k, v, mask, counts, indices, None, None, 0, 0, block_q, block_k, causal, scale
     )
+    return (out, lse) if return_lse else out
+
+
+def block_sparse_attention_varlen(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    block_mask: torch.Tensor | BlockIndices | None = None,
+    *,
+    block_size: tuple[int, int] = (64, 64),
+    causal: bool = False,
+    scale: float | None = None,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Block-sparse attention over sequences of different lengths packed along the token axis.
+
+    The layout follows FlashAttention's ``flash_attn_varlen_func``.
+
+    Args:
+        q: [total_q, Hq, D]; sequence b owns rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1.
+        k, v: [total_k, Hkv, D].
+        cu_seqlens_q, cu_seqlens_k: int32 [N + 1], prefix sums of the N sequence lengths
+            (starting at 0).
+        max_seqlen_q, max_seqlen_k: the longest sequence lengths; block masks are laid out for
+            them: [N, Hq, ceil(max_seqlen_q / block_q), ceil(max_seqlen_k / block_k)], and
+            blocks past a sequence's end are ignored.
+        block_mask, block_size, causal, scale, return_lse: as in :func:`block_sparse_attention`;
+            causal is aligned bottom-right within each sequence.
+
+    Returns:
+        out [total_q, Hq, D], and with ``return_lse`` also lse [Hq, total_q] float32.
+    """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        _checks.check_tensor(name, x, 3, f"[total_{'q' if name == 'q' else 'k'}, H, D]")
+    block_q, block_k, scale = _check_options(q, block_size, causal, scale)
+    for name, value in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    mask, counts, indices = _split_sparsity(block_mask)
+    q4, k4, v4 = (x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v))  # [1, H, total, D] views
+    out, lse = torch.ops.kernels_core.block_sparse_attention(
+        q4, k4, v4, mask, counts, indices, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_q, block_k,
+        causal, scale,
+    )  # fmt: skip
+    out = out.squeeze(0).permute(1, 0, 2)
+    lse = lse.squeeze(0)
     return (out, lse) if return_lse else out

@@ -9,6 +9,12 @@ from kernels_core.reference.attention import (
     attention_mask_from_blocks,
     block_sparse_attention,
     block_sparse_attention_backward,
+    block_sparse_attention_varlen,
 )
 
-__all__ = ["attention_mask_from_blocks", "block_sparse_attention", "block_sparse_attention_backward"]
+__all__ = [
+    "attention_mask_from_blocks",
+    "block_sparse_attention",
+    "block_sparse_attention_backward",
+    "block_sparse_attention_varlen",
+]

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from kernels_core.masks import BlockIndices, num_blocks
+
 
 def attention_mask_from_blocks(
     block_mask: torch.Tensor,
@@ -34,6 +36,18 @@ def attention_mask_from_blocks(
     return mask
 
 
+def _as_block_mask(
+    block_mask: torch.Tensor | BlockIndices | None, seqlen_q: int, seqlen_k: int, block_size: tuple[int, int]
+) -> torch.Tensor:
+    """A bool block mask from any of the accepted forms (None = every block)."""
+    nkb = num_blocks(seqlen_k, block_size[1])
+    if block_mask is None:
+        return torch.ones((1, 1, num_blocks(seqlen_q, block_size[0]), nkb), dtype=torch.bool)
+    if isinstance(block_mask, BlockIndices):
+        return block_mask.to_mask(nkb)
+    return block_mask
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -53,7 +67,7 @@ def _probabilities(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Masked softmax probabilities P [B, Hq, Sq, Sk], lse [B, Hq, Sq] and the element mask."""
     sq, sk = q.shape[-2], k.shape[-2]
-    mask = attention_mask_from_blocks(block_mask, block_size, sq, sk, causal)
+    mask = attention_mask_from_blocks(block_mask.to(q.device), block_size, sq, sk, causal)
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale
     scores = scores.masked_fill(~mask, float("-inf"))
     # Rows that see no key get lse = -inf and P = 0. They go through the softmax with zero scores
@@ -69,7 +83,7 @@ def block_sparse_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    block_mask: torch.Tensor,
+    block_mask: torch.Tensor | BlockIndices | None,
     *,
     block_size: tuple[int, int] = (64, 64),
     causal: bool = False,
@@ -82,6 +96,7 @@ def block_sparse_attention(
     Query rows that see no key return zeros and lse = -inf.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    block_mask = _as_block_mask(block_mask, q.shape[-2], k.shape[-2], block_size)
     compute = _compute_dtype(q.dtype)
     qc = q.to(compute)
     kc = _expand_kv(k.to(compute), q.shape[1])
@@ -99,7 +114,7 @@ def block_sparse_attention_backward(
     v: torch.Tensor,
     out: torch.Tensor,
     lse: torch.Tensor,
-    block_mask: torch.Tensor,
+    block_mask: torch.Tensor | BlockIndices | None,
     *,
     block_size: tuple[int, int] = (64, 64),
     causal: bool = False,
@@ -119,6 +134,7 @@ def block_sparse_attention_backward(
     qc, doc, oc = q.to(compute), grad_out.to(compute), out.to(compute)
     kc = _expand_kv(k.to(compute), heads_q)
     vc = _expand_kv(v.to(compute), heads_q)
+    block_mask = _as_block_mask(block_mask, q.shape[-2], k.shape[-2], block_size).to(q.device)
     mask = attention_mask_from_blocks(block_mask, block_size, q.shape[-2], k.shape[-2], causal)
     scores = torch.matmul(qc, kc.transpose(-1, -2)) * scale
     lse_c = lse.to(compute).unsqueeze(-1)
@@ -140,3 +156,45 @@ def block_sparse_attention_backward(
         dk = dk.view(b, heads_kv, group, sk, d).sum(dim=2)
         dv = dv.view(b, heads_kv, group, sk, dv.shape[-1]).sum(dim=2)
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+def block_sparse_attention_varlen(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    block_mask: torch.Tensor | BlockIndices | None = None,
+    *,
+    block_size: tuple[int, int] = (64, 64),
+    causal: bool = False,
+    scale: float | None = None,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Reference for :func:`kernels_core.block_sparse_attention_varlen`: one sequence at a time.
+
+    Shapes: q [total_q, Hq, D], k and v [total_k, Hkv, D]; returns out like q and lse [Hq, total_q].
+    """
+    num_seqs = cu_seqlens_q.shape[0] - 1
+    grid_mask = _as_block_mask(block_mask, max_seqlen_q, max_seqlen_k, block_size)
+    out = torch.zeros(q.shape, dtype=q.dtype)
+    lse = torch.full((q.shape[1], q.shape[0]), float("-inf"), dtype=torch.float32)
+    cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    for b in range(num_seqs):
+        sq, sk = cq[b + 1] - cq[b], ck[b + 1] - ck[b]
+        if sq == 0:
+            continue
+        qs, ks, vs = (x[start:end].permute(1, 0, 2).unsqueeze(0) for x, start, end in (
+            (q, cq[b], cq[b + 1]), (k, ck[b], ck[b + 1]), (v, ck[b], ck[b + 1])))  # fmt: skip
+        mask = grid_mask[min(b, grid_mask.shape[0] - 1)].unsqueeze(0)
+        mask = mask[..., : num_blocks(sq, block_size[0]), : num_blocks(sk, block_size[1])]
+        if sk == 0:
+            continue
+        o, l = block_sparse_attention(
+            qs, ks, vs, mask, block_size=block_size, causal=causal, scale=scale, return_lse=True
+        )
+        out[cq[b] : cq[b + 1]] = o[0].permute(1, 0, 2)
+        lse[:, cq[b] : cq[b + 1]] = l[0]
+    return (out, lse) if return_lse else out
