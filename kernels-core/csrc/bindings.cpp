@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "attention/block_selection_params.h"
 #include "attention/block_sparse_attention.h"
+#include "attention/decode_attention_params.h"
 #include "common/cpu_features.h"
 #include "common/cuda_runtime.h"
 
@@ -140,6 +142,74 @@ PYBIND11_MODULE(_C, m) {
         py::arg("stream"), py::arg("device"), release_gil);
   m.def("block_sparse_attention_backward_cpu", &kc::block_sparse_attention_backward_cpu, py::arg("params"),
         py::arg("num_threads"), release_gil);
+  using Decode = kc::DecodeAttentionParams;
+  py::class_<Decode>(m, "DecodeAttentionParams")
+      .def(py::init<>())
+      .def_readwrite("q", &Decode::q)
+      .def_readwrite("k", &Decode::k)
+      .def_readwrite("v", &Decode::v)
+      .def_readwrite("out", &Decode::out)
+      .def_readwrite("lse", &Decode::lse)
+      .def_readwrite("dtype", &Decode::dtype)
+      .def_readwrite("batch", &Decode::batch)
+      .def_readwrite("heads_q", &Decode::heads_q)
+      .def_readwrite("heads_kv", &Decode::heads_kv)
+      .def_readwrite("seqlen_q", &Decode::seqlen_q)
+      .def_readwrite("cache_len", &Decode::cache_len)
+      .def_readwrite("head_dim", &Decode::head_dim)
+      .def_readwrite("q_stride", &Decode::q_stride)
+      .def_readwrite("k_stride", &Decode::k_stride)
+      .def_readwrite("v_stride", &Decode::v_stride)
+      .def_readwrite("out_stride", &Decode::out_stride)
+      .def_readwrite("cache_seqlens", &Decode::cache_seqlens)
+      .def_readwrite("kv_indices", &Decode::kv_indices)
+      .def_readwrite("kv_counts", &Decode::kv_counts)
+      .def_readwrite("num_indices", &Decode::num_indices)
+      .def_readwrite("indices_stride", &Decode::indices_stride)
+      .def_readwrite("counts_stride", &Decode::counts_stride)
+      .def_readwrite("causal", &Decode::causal)
+      .def_readwrite("scale", &Decode::scale);
+  m.def("decode_attention_cpu", &kc::decode_attention_cpu, py::arg("params"), py::arg("num_threads"), release_gil);
+  m.def("decode_attention_cuda", &kc::decode_attention_cuda, py::arg("params"), py::arg("stream"), py::arg("device"),
+        release_gil);
+
+  using Scores = kc::BlockScoresParams;
+  py::class_<Scores>(m, "BlockScoresParams")
+      .def(py::init<>())
+      .def_readwrite("q", &Scores::q)
+      .def_readwrite("k", &Scores::k)
+      .def_readwrite("scores", &Scores::scores)
+      .def_readwrite("dtype", &Scores::dtype)
+      .def_readwrite("batch", &Scores::batch)
+      .def_readwrite("heads_q", &Scores::heads_q)
+      .def_readwrite("heads_kv", &Scores::heads_kv)
+      .def_readwrite("seqlen_q", &Scores::seqlen_q)
+      .def_readwrite("seqlen_k", &Scores::seqlen_k)
+      .def_readwrite("head_dim", &Scores::head_dim)
+      .def_readwrite("q_stride", &Scores::q_stride)
+      .def_readwrite("k_stride", &Scores::k_stride)
+      .def_readwrite("block_q", &Scores::block_q)
+      .def_readwrite("block_k", &Scores::block_k)
+      .def_readwrite("causal", &Scores::causal)
+      .def_readwrite("scale", &Scores::scale);
+  m.def("block_scores_cpu", &kc::block_scores_cpu, py::arg("params"), py::arg("num_threads"), release_gil);
+
+  using Selection = kc::BlockSelectionParams;
+  py::class_<Selection>(m, "BlockSelectionParams")
+      .def(py::init<>())
+      .def_readwrite("scores", &Selection::scores)
+      .def_readwrite("rows", &Selection::rows)
+      .def_readwrite("num_blocks", &Selection::num_blocks)
+      .def_readwrite("counts", &Selection::counts)
+      .def_readwrite("gamma", &Selection::gamma)
+      .def_readwrite("min_blocks", &Selection::min_blocks)
+      .def_readwrite("max_blocks", &Selection::max_blocks)
+      .def_readwrite("indices", &Selection::indices)
+      .def_readwrite("width", &Selection::width);
+  m.def("block_recall_counts_cpu", &kc::block_recall_counts_cpu, py::arg("params"), py::arg("num_threads"),
+        release_gil);
+  m.def("block_top_indices_cpu", &kc::block_top_indices_cpu, py::arg("params"), py::arg("num_threads"), release_gil);
+
   m.def("block_sparse_attention_backward_cuda", &kc::block_sparse_attention_backward_cuda, py::arg("params"),
         py::arg("stream"), py::arg("device"), release_gil);
 }

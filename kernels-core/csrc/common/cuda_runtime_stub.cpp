@@ -3,6 +3,7 @@
 #include <string>
 
 #include "attention/block_sparse_attention.h"
+#include "attention/decode_attention_params.h"
 #include "common/cuda_runtime.h"
 
 namespace kc {
@@ -30,5 +31,7 @@ void block_sparse_attention_forward_cuda(const BlockSparseAttentionParams&, std:
 void block_sparse_attention_backward_cuda(const BlockSparseAttentionBackwardParams&, std::uintptr_t, int) {
   no_cuda("block_sparse_attention_backward");
 }
+
+void decode_attention_cuda(const DecodeAttentionParams&, std::uintptr_t, int) { no_cuda("decode_attention"); }
 
 }  // namespace kc

@@ -4,6 +4,10 @@ Public API::
 
     kernels_core.block_sparse_attention(q, k, v, block_mask, block_size=(64, 64), causal=False,
                                         scale=None, return_lse=False)
+    kernels_core.block_sparse_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, ...)
+    kernels_core.decode_attention(q, k_cache, v_cache, kv_indices=..., cache_seqlens=...)
+    kernels_core.predict_block_indices(q, k, gamma=0.9)   # the mask predictor, or step by step:
+    kernels_core.block_scores / recall_block_counts / select_top_blocks
     kernels_core.reference        # pure-torch reference of every op
     kernels_core.masks            # block-mask helpers
     kernels_core.info()           # build and device report (also: python -m kernels_core info)
@@ -15,19 +19,32 @@ from kernels_core._library import KernelsCoreBuildError
 from kernels_core._version import __version__
 from kernels_core.compat import check_compatibility, version_satisfies
 from kernels_core.cpu import cpu_isa, set_cpu_isa, supported_cpu_isas, use_cpu_isa
-from kernels_core.ops import block_sparse_attention, block_sparse_attention_varlen
+from kernels_core.ops import (
+    block_scores,
+    block_sparse_attention,
+    block_sparse_attention_varlen,
+    decode_attention,
+    predict_block_indices,
+    recall_block_counts,
+    select_top_blocks,
+)
 from kernels_core.system_info import info
 
 __all__ = [
     "KernelsCoreBuildError",
     "__version__",
+    "block_scores",
     "block_sparse_attention",
     "block_sparse_attention_varlen",
     "check_compatibility",
     "cpu_isa",
+    "decode_attention",
     "info",
     "masks",
+    "predict_block_indices",
+    "recall_block_counts",
     "reference",
+    "select_top_blocks",
     "set_cpu_isa",
     "supported_cpu_isas",
     "use_cpu_isa",

@@ -1,7 +1,9 @@
 // Run-time choice of the CPU instruction-set build for each attention entry point.
 #include <stdexcept>
 
+#include "attention/block_selection_params.h"
 #include "attention/block_sparse_attention.h"
+#include "attention/decode_attention_params.h"
 #include "attention/cpu/attention_isa_entries.h"
 #include "common/cpu_features.h"
 
@@ -41,6 +43,18 @@ void block_sparse_attention_backward_cpu(const BlockSparseAttentionBackwardParam
   params.validate_backward();
   check_threads(num_threads);
   KC_DISPATCH_ISA(block_sparse_attention_backward_entry, params, num_threads)
+}
+
+void decode_attention_cpu(const DecodeAttentionParams& params, int num_threads) {
+  params.validate();
+  check_threads(num_threads);
+  KC_DISPATCH_ISA(decode_attention_entry, params, num_threads)
+}
+
+void block_scores_cpu(const BlockScoresParams& params, int num_threads) {
+  params.validate();
+  check_threads(num_threads);
+  KC_DISPATCH_ISA(block_scores_entry, params, num_threads)
 }
 
 }  // namespace kc

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "attention/block_sparse_attention.h"
+#include "attention/decode_attention_params.h"
 
 namespace kc {
 namespace {
@@ -241,5 +242,11 @@ void block_sparse_attention_forward_cuda(const BlockSparseAttentionParams& param
 namespace kc {
 void block_sparse_attention_backward_cuda(const BlockSparseAttentionBackwardParams&, std::uintptr_t, int) {
   throw std::runtime_error("block_sparse_attention_backward (CUDA): not implemented yet");
+}
+}  // namespace kc
+
+namespace kc {
+void decode_attention_cuda(const DecodeAttentionParams&, std::uintptr_t, int) {
+  throw std::runtime_error("decode_attention (CUDA): not implemented yet");
 }
 }  // namespace kc

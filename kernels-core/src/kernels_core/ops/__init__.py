@@ -1,5 +1,20 @@
 """The kernels-core ops: torch.library custom ops in the ``kernels_core`` namespace."""
 
 from kernels_core.ops.attention import block_sparse_attention, block_sparse_attention_varlen
+from kernels_core.ops.block_selection import (
+    block_scores,
+    predict_block_indices,
+    recall_block_counts,
+    select_top_blocks,
+)
+from kernels_core.ops.decode import decode_attention
 
-__all__ = ["block_sparse_attention", "block_sparse_attention_varlen"]
+__all__ = [
+    "block_scores",
+    "block_sparse_attention",
+    "block_sparse_attention_varlen",
+    "decode_attention",
+    "predict_block_indices",
+    "recall_block_counts",
+    "select_top_blocks",
+]

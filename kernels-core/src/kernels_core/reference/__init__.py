@@ -11,10 +11,16 @@ from kernels_core.reference.attention import (
     block_sparse_attention_backward,
     block_sparse_attention_varlen,
 )
+from kernels_core.reference.block_selection import block_scores, recall_block_counts, select_top_blocks
+from kernels_core.reference.decode import decode_attention
 
 __all__ = [
     "attention_mask_from_blocks",
+    "block_scores",
     "block_sparse_attention",
     "block_sparse_attention_backward",
     "block_sparse_attention_varlen",
+    "decode_attention",
+    "recall_block_counts",
+    "select_top_blocks",
 ]
