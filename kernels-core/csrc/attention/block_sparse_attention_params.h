@@ -21,12 +21,7 @@
 #include <string>
 
 #include "common/dtype.h"
-
-#if defined(__CUDACC__)
-#define KC_HOST_DEVICE __host__ __device__
-#else
-#define KC_HOST_DEVICE
-#endif
+#include "common/host_device.h"
 
 namespace kc {
 

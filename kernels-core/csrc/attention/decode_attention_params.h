@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/dtype.h"
+#include "common/host_device.h"
 
 namespace kc {
 
@@ -33,23 +34,23 @@ struct DecodeAttentionParams {
   bool causal = false;
   float scale = 1.0f;
 
-  int64_t group_size() const { return heads_q / heads_kv; }
+  KC_HOST_DEVICE int64_t group_size() const { return heads_q / heads_kv; }
 
-  int64_t valid_length(int64_t b) const {
+  KC_HOST_DEVICE int64_t valid_length(int64_t b) const {
     if (cache_seqlens == 0) return cache_len;
     const int64_t n = reinterpret_cast<const int32_t*>(cache_seqlens)[b];
     return n < cache_len ? (n < 0 ? 0 : n) : cache_len;
   }
 
   // Number of candidate keys of (b, hk) and the cache position of candidate j.
-  int64_t num_keys(int64_t b, int64_t hk) const {
+  KC_HOST_DEVICE int64_t num_keys(int64_t b, int64_t hk) const {
     if (kv_indices == 0) return valid_length(b);
     if (kv_counts == 0) return num_indices;
     const int64_t n = reinterpret_cast<const int32_t*>(kv_counts)[b * counts_stride[0] + hk * counts_stride[1]];
     return n < num_indices ? (n < 0 ? 0 : n) : num_indices;
   }
 
-  int64_t key_position(int64_t b, int64_t hk, int64_t j) const {
+  KC_HOST_DEVICE int64_t key_position(int64_t b, int64_t hk, int64_t j) const {
     if (kv_indices == 0) return j;
     return reinterpret_cast<const int32_t*>(kv_indices)[b * indices_stride[0] + hk * indices_stride[1] +
                                                         j * indices_stride[2]];

@@ -1,63 +1,22 @@
 // Block-sparse attention forward on CUDA: a portable SIMT kernel (fp32 math on CUDA cores) with
-// the same semantics as the CPU kernel. It runs on every architecture in KC_CUDA_ARCHS and is
-// the correctness baseline for the tensor-core kernels.
+// the same semantics as the CPU kernel. It runs on every architecture in KC_CUDA_ARCHS, serves
+// the inputs the tensor-core kernel does not take (fp32, head dims other than 64/128, blocks
+// that are not multiples of 64, unaligned rows) and is the correctness baseline for it.
 //
 // One CTA of 4 warps owns a tile of 16 query rows inside one query block of one (batch, head);
 // each warp owns 4 rows. For every enabled key block the CTA streams 32-key sub-tiles of K and V
 // through shared memory (fp32): lane j scores key j for a row, the warp reduces the row max and
 // sum with shuffles, and each lane accumulates the output columns d = lane + 32 c in registers.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include "attention/cuda/attention_kernels.h"
+#include "attention/cuda/cuda_common.cuh"
 
-#include <stdexcept>
-#include <string>
-
-#include "attention/block_sparse_attention.h"
-#include "attention/decode_attention_params.h"
-
-namespace kc {
+namespace kc::cuda_detail {
 namespace {
 
 constexpr int kWarps = 4;
 constexpr int kRowsPerWarp = 4;
 constexpr int kTileRows = kWarps * kRowsPerWarp;
 constexpr int kTileKeys = 32;
-constexpr int kMaxHeadDim = 256;
-constexpr unsigned kFullMask = 0xffffffffu;
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) x = fmaxf(x, __shfl_xor_sync(kFullMask, x, offset));
-  return x;
-}
-
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) x += __shfl_xor_sync(kFullMask, x, offset);
-  return x;
-}
 
 size_t shared_bytes(int64_t head_dim) {
   return sizeof(float) * (kTileRows * head_dim + kTileKeys * (head_dim + 1) + kTileKeys * head_dim);
@@ -178,25 +137,16 @@ __global__ void __launch_bounds__(kWarps * 32) block_sparse_attention_fwd_kernel
   }
 }
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("block_sparse_attention (CUDA): ") + what + ": " + cudaGetErrorString(err));
-  }
-}
-
 template <typename T, int kChunks>
 void launch(const BlockSparseAttentionParams& p, cudaStream_t stream) {
   const size_t smem = shared_bytes(p.head_dim);
   auto kernel = block_sparse_attention_fwd_kernel<T, kChunks>;
-  if (smem > 48 * 1024) {
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-          "raising the shared-memory limit");
-  }
+  allow_shared_memory(kernel, smem, "block_sparse_attention");
   const int64_t tiles_per_block = (p.block_q + kTileRows - 1) / kTileRows;
   const dim3 grid(static_cast<unsigned>(p.num_query_blocks() * tiles_per_block), static_cast<unsigned>(p.heads_q),
                   static_cast<unsigned>(p.batch));
   kernel<<<grid, kWarps * 32, smem, stream>>>(p);
-  check(cudaGetLastError(), "kernel launch");
+  check(cudaGetLastError(), "block_sparse_attention", "kernel launch");
 }
 
 template <typename T>
@@ -217,36 +167,16 @@ void launch_for_head_dim(const BlockSparseAttentionParams& p, cudaStream_t strea
 
 }  // namespace
 
-void block_sparse_attention_forward_cuda(const BlockSparseAttentionParams& params, std::uintptr_t stream,
-                                         int device) {
-  params.validate();
-  if (params.head_dim > kMaxHeadDim) {
-    throw std::invalid_argument("block_sparse_attention (CUDA): head_dim must be <= 256, got " +
-                                std::to_string(params.head_dim));
-  }
-  check(cudaSetDevice(device), "selecting the device");
-  const auto s = reinterpret_cast<cudaStream_t>(stream);
-  switch (params.dtype) {
+void forward_simt(const BlockSparseAttentionParams& p, cudaStream_t stream) {
+  switch (p.dtype) {
     case DType::kFloat32:
-      return launch_for_head_dim<float>(params, s);
+      return launch_for_head_dim<float>(p, stream);
     case DType::kFloat16:
-      return launch_for_head_dim<__half>(params, s);
+      return launch_for_head_dim<__half>(p, stream);
     case DType::kBFloat16:
-      return launch_for_head_dim<__nv_bfloat16>(params, s);
+      return launch_for_head_dim<__nv_bfloat16>(p, stream);
   }
   throw std::invalid_argument("block_sparse_attention (CUDA): unsupported dtype");
 }
 
-}  // namespace kc
-
-namespace kc {
-void block_sparse_attention_backward_cuda(const BlockSparseAttentionBackwardParams&, std::uintptr_t, int) {
-  throw std::runtime_error("block_sparse_attention_backward (CUDA): not implemented yet");
-}
-}  // namespace kc
-
-namespace kc {
-void decode_attention_cuda(const DecodeAttentionParams&, std::uintptr_t, int) {
-  throw std::runtime_error("decode_attention (CUDA): not implemented yet");
-}
-}  // namespace kc
+}  // namespace kc::cuda_detail

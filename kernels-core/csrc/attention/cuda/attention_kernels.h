@@ -1,0 +1,21 @@
+// Internal launchers of the CUDA attention kernels; block_sparse_attention_cuda.cu picks one.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "attention/block_sparse_attention_params.h"
+#include "attention/decode_attention_params.h"
+
+namespace kc::cuda_detail {
+
+// Portable fp32-math kernels: every dtype, head dims up to 256, any block size.
+void forward_simt(const BlockSparseAttentionParams& p, cudaStream_t stream);
+void backward_simt(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream);
+void decode_simt(const DecodeAttentionParams& p, cudaStream_t stream);
+
+// Tensor-core forward for sm_80+ (mma.sync, cp.async). Returns false, without launching, when
+// the inputs are outside what it supports (see forward_sm80_supports).
+bool forward_sm80_supports(const BlockSparseAttentionParams& p, int capability_major);
+void forward_sm80(const BlockSparseAttentionParams& p, cudaStream_t stream);
+
+}  // namespace kc::cuda_detail

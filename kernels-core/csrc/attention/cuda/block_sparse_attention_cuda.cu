@@ -1,0 +1,51 @@
+// CUDA entry points of the attention ops: argument checks and the choice of kernel.
+#include <stdexcept>
+#include <string>
+
+#include "attention/block_sparse_attention.h"
+#include "attention/cuda/attention_kernels.h"
+#include "attention/cuda/cuda_common.cuh"
+#include "attention/decode_attention_params.h"
+
+namespace kc {
+namespace {
+
+constexpr int64_t kMaxHeadDim = 256;
+
+void check_head_dim(int64_t head_dim, const char* op) {
+  if (head_dim > kMaxHeadDim) {
+    throw std::invalid_argument(std::string(op) + " (CUDA): head_dim must be <= 256, got " + std::to_string(head_dim));
+  }
+}
+
+}  // namespace
+
+void block_sparse_attention_forward_cuda(const BlockSparseAttentionParams& params, std::uintptr_t stream,
+                                         int device) {
+  params.validate();
+  check_head_dim(params.head_dim, "block_sparse_attention");
+  cuda_detail::check(cudaSetDevice(device), "block_sparse_attention", "selecting the device");
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  if (cuda_detail::forward_sm80_supports(params, cuda_detail::compute_capability_major(device))) {
+    cuda_detail::forward_sm80(params, s);
+  } else {
+    cuda_detail::forward_simt(params, s);
+  }
+}
+
+void block_sparse_attention_backward_cuda(const BlockSparseAttentionBackwardParams& params, std::uintptr_t stream,
+                                          int device) {
+  params.validate_backward();
+  check_head_dim(params.head_dim, "block_sparse_attention_backward");
+  cuda_detail::check(cudaSetDevice(device), "block_sparse_attention_backward", "selecting the device");
+  cuda_detail::backward_simt(params, reinterpret_cast<cudaStream_t>(stream));
+}
+
+void decode_attention_cuda(const DecodeAttentionParams& params, std::uintptr_t stream, int device) {
+  params.validate();
+  check_head_dim(params.head_dim, "decode_attention");
+  cuda_detail::check(cudaSetDevice(device), "decode_attention", "selecting the device");
+  cuda_detail::decode_simt(params, reinterpret_cast<cudaStream_t>(stream));
+}
+
+}  // namespace kc

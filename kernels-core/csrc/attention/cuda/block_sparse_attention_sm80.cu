@@ -1,0 +1,348 @@
+// Block-sparse attention forward on tensor cores (sm_80 and newer): FlashAttention-2 structure.
+//
+// A CTA of 4 warps owns 64 query rows (16 per warp) of one (batch, head) inside one query
+// block. It walks the 64-key tiles of the key blocks its row enables (bool mask, index list or
+// all), double-buffering K and V tiles in shared memory with cp.async so the next tile loads
+// while the current one is multiplied:
+//
+//   S = Q K^T      mma.sync m16n8k16 (bf16/fp16 in, fp32 accumulate), Q fragments in registers
+//   online softmax on the S accumulators (rows are shared by the 4 lanes of a quad)
+//   O += P V       P re-packed from the S accumulators into A fragments without shared memory
+//
+// Shared-memory rows are stored with their 16-byte chunks XOR-swizzled by (row mod 8), so the
+// ldmatrix reads of 8 rows hit 8 different bank groups. Supports D = 64 and 128, block sizes
+// that are multiples of 64, 16-byte aligned rows; everything else goes to the SIMT kernel.
+#include <cstdint>
+
+#include "attention/cuda/attention_kernels.h"
+#include "attention/cuda/cuda_common.cuh"
+
+namespace kc::cuda_detail {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTileQ = 64;  // query rows per CTA
+constexpr int kTileK = 64;  // keys per tile
+
+// ---------------------------------------------------------------------------------------------
+// PTX wrappers
+// ---------------------------------------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte asynchronous copy; src_bytes = 0 fills the destination with zeros.
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+
+// c += a b for one m16n8k16 tile (a: 4 registers of 2 halves, b: 2 registers, c: 4 floats).
+template <typename T>
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma_16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats -> one register of two 16-bit values (low half first).
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Element offset of 16-byte chunk `chunk` of row `row` in a swizzled [rows, D] tile.
+template <int D>
+__device__ __forceinline__ int swizzled(int row, int chunk) {
+  return row * D + ((chunk ^ (row & 7)) << 3);
+}
+
+// Copies rows [first, first + 64) of a [S, D] strided matrix into a swizzled tile; rows at or
+// past `limit` are zero-filled.
+template <typename T, int D>
+__device__ __forceinline__ void load_tile(T* tile, const T* base, int64_t stride, int64_t first, int64_t limit) {
+  constexpr int kChunks = D / 8;
+  for (int c = threadIdx.x; c < kTileK * kChunks; c += kThreads) {
+    const int row = c / kChunks, chunk = c % kChunks;
+    const bool valid = first + row < limit;
+    const T* src = valid ? base + (first + row) * stride + chunk * 8 : base;
+    cp_async_16(tile + swizzled<D>(row, chunk), src, valid ? 16 : 0);
+  }
+}
+
+// Walks the 64-key tiles of the key blocks a query-block row enables, skipping blocks outside
+// the sequence and tiles entirely in the causal future.
+struct TileCursor {
+  int64_t candidate = 0, sub = 0;
+
+  __device__ int64_t next(const BlockSparseAttentionParams& p, int64_t b, int64_t h, int64_t qb, int64_t candidates,
+                          int64_t seq_key_blocks, int64_t k_len, int64_t last_visible_key) {
+    const int64_t subs = p.block_k / kTileK;
+    while (candidate < candidates) {
+      const int64_t kb = p.row_block(b, h, qb, candidate);
+      const int64_t start = kb * p.block_k + sub * kTileK;
+      const bool block_ok = kb >= 0 && kb < seq_key_blocks;
+      if (block_ok && start < k_len && start <= last_visible_key) {
+        if (++sub == subs) {
+          sub = 0;
+          ++candidate;
+        }
+        return start;
+      }
+      sub = 0;  // the rest of this block is past the end or in the future
+      ++candidate;
+    }
+    return -1;
+  }
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) forward_sm80_kernel(const BlockSparseAttentionParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr int kDTiles = D / 8;    // n-tiles of the output
+  constexpr int kDSlices = D / 16;  // k-slices of Q K^T
+  constexpr int kKTiles = kTileK / 8;
+  extern __shared__ __align__(128) unsigned char smem_bytes[];
+  T* sq = reinterpret_cast<T*>(smem_bytes);
+  T* sk = sq + kTileQ * D;       // 2 buffers
+  T* sv = sk + 2 * kTileK * D;   // 2 buffers
+
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const SequenceSpan seq = p.sequence(b);
+  const int64_t tiles_per_block = p.block_q / kTileQ;
+  const int64_t qb = blockIdx.x / tiles_per_block;
+  const int64_t row0 = qb * p.block_q + (blockIdx.x % tiles_per_block) * kTileQ;
+  if (row0 >= seq.q_len) return;
+  const int64_t hk = h / p.group_size();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int group_id = lane / 4, lane_in_group = lane % 4;
+  const int64_t causal_offset = seq.k_len - seq.q_len;
+  const int64_t last_row = min(row0 + kTileQ, seq.q_len) - 1;
+  const int64_t last_visible_key = p.causal ? last_row + causal_offset : INT64_MAX;
+  const int64_t seq_key_blocks = (seq.k_len + p.block_k - 1) / p.block_k;
+  const int64_t candidates = p.row_length(b, h, qb);
+  const float score_scale = p.scale * kLog2e;
+
+  const T* qg = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + seq.q_start * p.q_stride[2];
+  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1] + seq.k_start * p.k_stride[2];
+  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1] + seq.k_start * p.v_stride[2];
+
+  load_tile<T, D>(sq, qg, p.q_stride[2], row0, seq.q_len);
+  cp_async_commit();
+  TileCursor cursor;
+  int64_t tile = cursor.next(p, b, h, qb, candidates, seq_key_blocks, seq.k_len, last_visible_key);
+  if (tile >= 0) {
+    load_tile<T, D>(sk, kg, p.k_stride[2], tile, seq.k_len);
+    load_tile<T, D>(sv, vg, p.v_stride[2], tile, seq.k_len);
+  }
+  cp_async_commit();
+
+  uint32_t qf[kDSlices][4];
+  float o[kDTiles][4];
+#pragma unroll
+  for (int t = 0; t < kDTiles; ++t) o[t][0] = o[t][1] = o[t][2] = o[t][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  // The two rows this lane holds accumulators for (within the sequence).
+  const int64_t my_row[2] = {row0 + warp * 16 + group_id, row0 + warp * 16 + group_id + 8};
+
+  bool first = true;
+  int buffer = 0;
+  while (tile >= 0) {
+    const int64_t next = cursor.next(p, b, h, qb, candidates, seq_key_blocks, seq.k_len, last_visible_key);
+    if (next >= 0) {
+      load_tile<T, D>(sk + (buffer ^ 1) * kTileK * D, kg, p.k_stride[2], next, seq.k_len);
+      load_tile<T, D>(sv + (buffer ^ 1) * kTileK * D, vg, p.v_stride[2], next, seq.k_len);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();  // everything but the tile just requested has landed
+    __syncthreads();
+    const T* kt = sk + buffer * kTileK * D;
+    const T* vt = sv + buffer * kTileK * D;
+
+    if (first) {
+#pragma unroll
+      for (int s = 0; s < kDSlices; ++s) {
+        const int row = warp * 16 + (lane % 16);
+        ldmatrix_x4(qf[s], sq + swizzled<D>(row, 2 * s + lane / 16));
+      }
+      first = false;
+    }
+
+    // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
+    float sacc[kKTiles][4];
+#pragma unroll
+    for (int t = 0; t < kKTiles; ++t) sacc[t][0] = sacc[t][1] = sacc[t][2] = sacc[t][3] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < kDSlices; ++s) {
+#pragma unroll
+      for (int pair = 0; pair < kKTiles / 2; ++pair) {
+        uint32_t kf[4];
+        const int key = pair * 16 + (lane % 8) + (lane / 16) * 8;
+        ldmatrix_x4(kf, kt + swizzled<D>(key, 2 * s + (lane / 8) % 2));
+        mma_16816<T>(sacc[2 * pair], qf[s], kf[0], kf[1]);
+        mma_16816<T>(sacc[2 * pair + 1], qf[s], kf[2], kf[3]);
+      }
+    }
+
+    // Scale to the log2 domain, mask, and fold into the running softmax.
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int t = 0; t < kKTiles; ++t) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = tile + t * 8 + lane_in_group * 2 + (e & 1);
+        const int r = e / 2;
+        const bool visible = key < seq.k_len && (!p.causal || key <= my_row[r] + causal_offset);
+        sacc[t][e] = visible ? sacc[t][e] * score_scale : -INFINITY;
+        tile_max[r] = fmaxf(tile_max[r], sacc[t][e]);
+      }
+    }
+    float alpha[2], m_use[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(kFullMask, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(kFullMask, tile_max[r], 2));
+      const float m_new = fmaxf(m[r], tile_max[r]);
+      m_use[r] = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet stays at zero
+      alpha[r] = exp2f(m[r] - m_use[r]);
+      m[r] = m_new;
+      l[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int t = 0; t < kDTiles; ++t) {
+      o[t][0] *= alpha[0];
+      o[t][1] *= alpha[0];
+      o[t][2] *= alpha[1];
+      o[t][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int t = 0; t < kKTiles; ++t) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        sacc[t][e] = exp2f(sacc[t][e] - m_use[e / 2]);
+        l[e / 2] += sacc[t][e];
+      }
+    }
+
+    // O += P V: P's accumulators become A fragments, V comes in through ldmatrix.trans.
+#pragma unroll
+    for (int ks = 0; ks < kKTiles / 2; ++ks) {
+      const uint32_t pf[4] = {pack2<T>(sacc[2 * ks][0], sacc[2 * ks][1]), pack2<T>(sacc[2 * ks][2], sacc[2 * ks][3]),
+                              pack2<T>(sacc[2 * ks + 1][0], sacc[2 * ks + 1][1]),
+                              pack2<T>(sacc[2 * ks + 1][2], sacc[2 * ks + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < kDTiles / 2; ++dp) {
+        uint32_t vf[4];
+        const int key = ks * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+        ldmatrix_x4_trans(vf, vt + swizzled<D>(key, 2 * dp + lane / 16));
+        mma_16816<T>(o[2 * dp], pf, vf[0], vf[1]);
+        mma_16816<T>(o[2 * dp + 1], pf, vf[2], vf[3]);
+      }
+    }
+    __syncthreads();  // this buffer is refilled two iterations from now
+    tile = next;
+    buffer ^= 1;
+  }
+  cp_async_wait<0>();
+
+  // Row sums are spread over the quad: reduce, normalise, write O and lse.
+  T* og = reinterpret_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + seq.q_start * p.out_stride[2];
+  float* lg = reinterpret_cast<float*>(p.lse) + b * p.lse_stride[0] + h * p.lse_stride[1] + seq.q_start * p.lse_stride[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(kFullMask, l[r], 1);
+    l[r] += __shfl_xor_sync(kFullMask, l[r], 2);
+    if (my_row[r] >= seq.q_len) continue;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    T* orow = og + my_row[r] * p.out_stride[2];
+#pragma unroll
+    for (int t = 0; t < kDTiles; ++t) {
+      const int d = t * 8 + lane_in_group * 2;
+      *reinterpret_cast<uint32_t*>(orow + d) = pack2<T>(o[t][2 * r] * inv, o[t][2 * r + 1] * inv);
+    }
+    if (lane_in_group == 0) lg[my_row[r] * p.lse_stride[2]] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * kLn2 : -INFINITY;
+  }
+#endif
+}
+
+template <typename T, int D>
+void launch(const BlockSparseAttentionParams& p, cudaStream_t stream) {
+  const size_t smem = sizeof(T) * (kTileQ * D + 4 * kTileK * D);
+  auto kernel = forward_sm80_kernel<T, D>;
+  allow_shared_memory(kernel, smem, "block_sparse_attention");
+  const dim3 grid(static_cast<unsigned>(p.num_query_blocks() * (p.block_q / kTileQ)),
+                  static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch));
+  kernel<<<grid, kThreads, smem, stream>>>(p);
+  check(cudaGetLastError(), "block_sparse_attention", "kernel launch");
+}
+
+template <typename T>
+void launch_for_head_dim(const BlockSparseAttentionParams& p, cudaStream_t stream) {
+  if (p.head_dim == 64) return launch<T, 64>(p, stream);
+  return launch<T, 128>(p, stream);
+}
+
+bool aligned_rows(std::uintptr_t address, const std::array<int64_t, 3>& stride, int64_t element_bytes) {
+  if (address % 16 != 0) return false;
+  for (const int64_t s : stride) {
+    if ((s * element_bytes) % 16 != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool forward_sm80_supports(const BlockSparseAttentionParams& p, int capability_major) {
+  if (capability_major < 8) return false;
+  if (p.dtype != DType::kBFloat16 && p.dtype != DType::kFloat16) return false;
+  if (p.head_dim != 64 && p.head_dim != 128) return false;
+  if (p.block_q % kTileQ != 0 || p.block_k % kTileK != 0) return false;
+  // Output pairs are written as 32-bit words.
+  if (p.out % 4 != 0 || p.out_stride[0] % 2 != 0 || p.out_stride[1] % 2 != 0 || p.out_stride[2] % 2 != 0) return false;
+  return aligned_rows(p.q, p.q_stride, 2) && aligned_rows(p.k, p.k_stride, 2) && aligned_rows(p.v, p.v_stride, 2);
+}
+
+void forward_sm80(const BlockSparseAttentionParams& p, cudaStream_t stream) {
+  if (p.dtype == DType::kBFloat16) return launch_for_head_dim<__nv_bfloat16>(p, stream);
+  return launch_for_head_dim<__half>(p, stream);
+}
+
+}  // namespace kc::cuda_detail

@@ -1,0 +1,250 @@
+// Decode attention on CUDA: split-K SIMT kernels (flash-decoding), fp32 math.
+//
+// Pass 1: a CTA of 4 warps owns up to 16 query rows (the Sq queries of the query heads of one
+// key/value head) and one split of that head's key list. It gathers 32 keys at a time (by
+// position list or contiguously) into shared memory, lane j scores key j, and the warp keeps a
+// running softmax per row. Each split writes its partial (max, sum, output) to a workspace.
+// Pass 2: one warp per output row merges the splits and writes out and lse.
+#include <cstdint>
+
+#include "attention/cuda/attention_kernels.h"
+#include "attention/cuda/cuda_common.cuh"
+
+namespace kc::cuda_detail {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kRowsPerWarp = 4;
+constexpr int kTileRows = kWarps * kRowsPerWarp;
+constexpr int kTileKeys = 32;
+constexpr int64_t kMinKeysPerSplit = 256;
+
+struct SplitLayout {
+  int64_t rows, row_tiles, splits, keys_per_split;
+};
+
+SplitLayout make_layout(const DecodeAttentionParams& p, int sm_count) {
+  SplitLayout L{};
+  L.rows = p.group_size() * p.seqlen_q;
+  L.row_tiles = (L.rows + kTileRows - 1) / kTileRows;
+  const int64_t longest = p.kv_indices != 0 ? p.num_indices : p.cache_len;
+  const int64_t ctas = p.batch * p.heads_kv * L.row_tiles;
+  const int64_t wanted = (2 * static_cast<int64_t>(sm_count) + ctas - 1) / ctas;
+  L.splits = max(int64_t{1}, min(wanted, (longest + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
+  L.keys_per_split = (longest + L.splits - 1) / L.splits;
+  return L;
+}
+
+// Workspace per (batch * kv head, split, row): o [Dp], m, l.
+__device__ __forceinline__ float* split_state(float* ws, const SplitLayout& L, int64_t bh, int64_t split, int64_t row,
+                                              int64_t D) {
+  return ws + ((bh * L.splits + split) * L.rows + row) * (D + 2);
+}
+
+template <typename T, int kChunks>
+__global__ void __launch_bounds__(kThreads) decode_split_kernel(const DecodeAttentionParams p, const SplitLayout L,
+                                                                float* ws) {
+  extern __shared__ float smem[];
+  const int D = static_cast<int>(p.head_dim);
+  const int ld = D + 1;
+  float* qs = smem;                 // [kTileRows, D]
+  float* ks = qs + kTileRows * D;   // [kTileKeys, D + 1]
+  float* vs = ks + kTileKeys * ld;  // [kTileKeys, D]
+  __shared__ int64_t positions[kTileKeys];
+  __shared__ int gathered;
+
+  const int64_t bh = blockIdx.z, split = blockIdx.y, tile = blockIdx.x;
+  const int64_t b = bh / p.heads_kv, hk = bh % p.heads_kv;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row0 = tile * kTileRows;
+  const int rows = static_cast<int>(min(static_cast<int64_t>(kTileRows), L.rows - row0));
+  const int64_t valid = p.valid_length(b);
+  const int64_t total = p.num_keys(b, hk);
+  const int64_t begin = split * L.keys_per_split, end = min(total, begin + L.keys_per_split);
+  const float q_scale = p.scale * kLog2e;
+
+  for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
+    const int r = idx / D, d = idx % D;
+    const int64_t row = row0 + r;
+    const int64_t h = hk * p.group_size() + row / p.seqlen_q, i = row % p.seqlen_q;
+    const T* q = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + i * p.q_stride[2];
+    qs[r * D + d] = to_float(q[d]) * q_scale;
+  }
+
+  float o[kRowsPerWarp][kChunks];
+  float m[kRowsPerWarp], l[kRowsPerWarp];
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    m[rr] = -INFINITY;
+    l[rr] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) o[rr][c] = 0.0f;
+  }
+
+  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
+  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1];
+  for (int64_t j0 = begin; j0 < end; j0 += kTileKeys) {
+    __syncthreads();  // the previous keys are consumed (and the queries written)
+    if (threadIdx.x == 0) {
+      // Compact the valid positions of this window (lists may hold -1 or stale entries).
+      int n = 0;
+      for (int64_t j = j0; j < min(end, j0 + kTileKeys); ++j) {
+        const int64_t pos = p.key_position(b, hk, j);
+        if (pos >= 0 && pos < valid) positions[n++] = pos;
+      }
+      gathered = n;
+    }
+    __syncthreads();
+    const int keys = gathered;
+    if (keys == 0) continue;
+    for (int idx = threadIdx.x; idx < keys * D; idx += blockDim.x) {
+      const int c = idx / D, d = idx % D;
+      ks[c * ld + d] = to_float(kg[positions[c] * p.k_stride[2] + d]);
+      vs[c * D + d] = to_float(vg[positions[c] * p.v_stride[2] + d]);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+      const int r = warp * kRowsPerWarp + rr;
+      if (r >= rows) break;
+      const int64_t i = (row0 + r) % p.seqlen_q;
+      const bool visible = lane < keys && (!p.causal || positions[min(lane, keys - 1)] <= valid - p.seqlen_q + i);
+      float s = -INFINITY;
+      if (visible) {
+        float dot = 0.0f;
+        for (int d = 0; d < D; ++d) dot += qs[r * D + d] * ks[lane * ld + d];
+        s = dot;
+      }
+      const float tile_max = warp_max(s);
+      if (tile_max == -INFINITY) continue;
+      const float m_new = fmaxf(m[rr], tile_max);
+      const float alpha = exp2f(m[rr] - m_new);
+      const float prob = visible ? exp2f(s - m_new) : 0.0f;
+      l[rr] = l[rr] * alpha + warp_sum(prob);
+      m[rr] = m_new;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) o[rr][c] *= alpha;
+      for (int jj = 0; jj < keys; ++jj) {
+        const float pj = __shfl_sync(kFullMask, prob, jj);
+#pragma unroll
+        for (int c = 0; c < kChunks; ++c) {
+          const int d = lane + 32 * c;
+          if (d < D) o[rr][c] += pj * vs[jj * D + d];
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    const int r = warp * kRowsPerWarp + rr;
+    if (r >= rows) break;
+    float* st = split_state(ws, L, bh, split, row0 + r, D);
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int d = lane + 32 * c;
+      if (d < D) st[d] = o[rr][c];
+    }
+    if (lane == 0) {
+      st[D] = m[rr];
+      st[D + 1] = l[rr];
+    }
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) decode_merge_kernel(const DecodeAttentionParams p, const SplitLayout L,
+                                                                const float* ws) {
+  const int64_t global_row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (global_row >= p.batch * p.heads_kv * L.rows) return;
+  const int64_t bh = global_row / L.rows, row = global_row % L.rows;
+  const int64_t D = p.head_dim;
+  float m = -INFINITY;
+  for (int64_t s = 0; s < L.splits; ++s) m = fmaxf(m, split_state(const_cast<float*>(ws), L, bh, s, row, D)[D]);
+  float l = 0.0f;
+  const int64_t b = bh / p.heads_kv, hk = bh % p.heads_kv;
+  const int64_t h = hk * p.group_size() + row / p.seqlen_q, i = row % p.seqlen_q;
+  T* out = reinterpret_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + i * p.out_stride[2];
+  for (int64_t s = 0; s < L.splits && m != -INFINITY; ++s) {
+    const float* st = split_state(const_cast<float*>(ws), L, bh, s, row, D);
+    if (st[D + 1] > 0.0f) l += st[D + 1] * exp2f(st[D] - m);
+  }
+  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+  for (int64_t d = lane; d < D; d += 32) {
+    float acc = 0.0f;
+    for (int64_t s = 0; s < L.splits && m != -INFINITY; ++s) {
+      const float* st = split_state(const_cast<float*>(ws), L, bh, s, row, D);
+      if (st[D + 1] > 0.0f) acc += st[d] * exp2f(st[D] - m);
+    }
+    out[d] = from_float<T>(acc * inv);
+  }
+  if (lane == 0) {
+    reinterpret_cast<float*>(p.lse)[(b * p.heads_q + h) * p.seqlen_q + i] =
+        l > 0.0f ? (m + log2f(l)) * kLn2 : -INFINITY;
+  }
+}
+
+template <typename T, int kChunks>
+void launch(const DecodeAttentionParams& p, const SplitLayout& L, cudaStream_t stream, float* ws) {
+  const size_t smem = sizeof(float) * (kTileRows * p.head_dim + kTileKeys * (p.head_dim + 1) + kTileKeys * p.head_dim);
+  auto split_kernel = decode_split_kernel<T, kChunks>;
+  allow_shared_memory(split_kernel, smem, "decode_attention");
+  const dim3 grid(static_cast<unsigned>(L.row_tiles), static_cast<unsigned>(L.splits),
+                  static_cast<unsigned>(p.batch * p.heads_kv));
+  split_kernel<<<grid, kThreads, smem, stream>>>(p, L, ws);
+  check(cudaGetLastError(), "decode_attention", "split launch");
+  const int64_t rows = p.batch * p.heads_kv * L.rows;
+  decode_merge_kernel<T><<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(p, L, ws);
+  check(cudaGetLastError(), "decode_attention", "merge launch");
+}
+
+template <typename T>
+void launch_for_head_dim(const DecodeAttentionParams& p, const SplitLayout& L, cudaStream_t stream, float* ws) {
+  switch ((p.head_dim + 31) / 32) {
+    case 1: return launch<T, 1>(p, L, stream, ws);
+    case 2: return launch<T, 2>(p, L, stream, ws);
+    case 3: return launch<T, 3>(p, L, stream, ws);
+    case 4: return launch<T, 4>(p, L, stream, ws);
+    case 5: return launch<T, 5>(p, L, stream, ws);
+    case 6: return launch<T, 6>(p, L, stream, ws);
+    case 7: return launch<T, 7>(p, L, stream, ws);
+    case 8: return launch<T, 8>(p, L, stream, ws);
+    default: break;
+  }
+  throw std::invalid_argument("decode_attention (CUDA): head_dim must be <= 256");
+}
+
+}  // namespace
+
+void decode_simt(const DecodeAttentionParams& p, cudaStream_t stream) {
+  int device = 0, sm_count = 1;
+  check(cudaGetDevice(&device), "decode_attention", "querying the device");
+  check(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), "decode_attention",
+        "querying the device");
+  const SplitLayout L = make_layout(p, sm_count);
+  void* ws = nullptr;
+  const size_t bytes = sizeof(float) * static_cast<size_t>(p.batch * p.heads_kv * L.splits * L.rows * (p.head_dim + 2));
+  check(cudaMallocAsync(&ws, bytes, stream), "decode_attention", "allocating the workspace");
+  try {
+    auto* w = static_cast<float*>(ws);
+    switch (p.dtype) {
+      case DType::kFloat32:
+        launch_for_head_dim<float>(p, L, stream, w);
+        break;
+      case DType::kFloat16:
+        launch_for_head_dim<__half>(p, L, stream, w);
+        break;
+      case DType::kBFloat16:
+        launch_for_head_dim<__nv_bfloat16>(p, L, stream, w);
+        break;
+    }
+  } catch (...) {
+    cudaFreeAsync(ws, stream);
+    throw;
+  }
+  check(cudaFreeAsync(ws, stream), "decode_attention", "freeing the workspace");
+}
+
+}  // namespace kc::cuda_detail
