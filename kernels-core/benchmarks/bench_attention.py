@@ -1,10 +1,13 @@
-"""Block-sparse attention against dense torch SDPA on the same tensors.
+"""Block-sparse attention (forward and backward) and the mask predictor, against dense torch SDPA.
 
 For each head dimension, dtype and block density it times dense SDPA and
-``kernels_core.block_sparse_attention`` in the same run (median of repeats) and reports the
-speed-up, the kernel's effective throughput (FLOPs of the enabled blocks per second) and, on the
-CPU, that throughput as a share of a same-run fp32 matmul (the CPU kernel computes in fp32 for
-every input dtype). Results go to ``<out>/attention_<device>.{json,md}``.
+``kernels_core.block_sparse_attention`` on the same tensors in the same run (median of repeats):
+the forward, and the backward alone (dq, dk, dv from a saved forward). It reports the speed-up,
+the kernel's effective throughput (FLOPs of the enabled blocks per second) and that throughput as
+a share of a same-run matmul (fp32 on the CPU, where the kernels compute in fp32 for every input
+dtype). It then times the mask predictor at a long sequence against the sparse attention it
+feeds. Results go to ``<out>/attention_<device>.{json,md}``, ``<out>/mask_predictor_<device>.*``
+and the combined page ``<out>/attention.md``.
 
     python kernels-core/benchmarks/bench_attention.py                 # CPU, the documented shapes
     python kernels-core/benchmarks/bench_attention.py --device cuda   # GPU: bf16, D=128, S=16k
@@ -23,16 +26,19 @@ from pathlib import Path
 import torch
 
 import kernels_core
-from accel_shared.bench import BenchmarkReport, Timing, describe_machine, time_callable
+from accel_shared.bench import BenchmarkReport, Timing, compose_page, describe_machine, time_callable
 from accel_shared.cli import progress
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULTS = {
-    # device: (seq_len, heads, head dims, dtypes, densities)
-    "cpu": (8192, 8, [64, 128], ["float32", "bfloat16"], [1.0, 0.25, 0.1]),
-    "cuda": (16384, 8, [128], ["bfloat16"], [1.0, 0.25, 0.1]),
+    # device: (seq_len, heads, head dims, dtypes, densities, predictor seq_len)
+    "cpu": (8192, 8, [64, 128], ["float32", "bfloat16"], [1.0, 0.25, 0.1], 32768),
+    "cuda": (16384, 8, [128], ["bfloat16"], [1.0, 0.25, 0.1], 32768),
 }
+# FLOPs per (query, key, head-dim) element: the forward does 2 matmuls, the backward 5.
+FLOPS_PER_ELEMENT = {"forward": 4, "backward": 10}
 COLUMNS = [
+    "pass",
     "dtype",
     "D",
     "density",
@@ -41,6 +47,17 @@ COLUMNS = [
     "speed-up vs SDPA",
     "effective TFLOP/s",
     "share of matmul",
+]
+PREDICTOR_COLUMNS = [
+    "dtype",
+    "S",
+    "gamma",
+    "max density",
+    "predicted density",
+    "scores ms",
+    "predictor ms",
+    "sparse attention ms",
+    "predictor / attention",
 ]
 
 
@@ -54,17 +71,26 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--head-dims", type=int, nargs="+", help="head dimensions (default: 64 128 on cpu)")
     parser.add_argument("--dtypes", choices=sorted(DTYPES), nargs="+", help="input dtypes")
     parser.add_argument("--densities", type=float, nargs="+", help="block densities (default 1.0 0.25 0.1)")
+    parser.add_argument(
+        "--passes", choices=["forward", "backward"], nargs="+", default=["forward", "backward"]
+    )
     parser.add_argument("--block-size", type=int, nargs=2, default=[64, 64], metavar=("BQ", "BK"))
+    parser.add_argument(
+        "--predictor-seq-len",
+        type=int,
+        help="sequence length of the mask-predictor run (default 32768; 0 skips it)",
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="directory for the report")
     args = parser.parse_args(argv)
-    seq_len, heads, head_dims, dtypes, densities = DEFAULTS[args.device]
+    seq_len, heads, head_dims, dtypes, densities, predictor_len = DEFAULTS[args.device]
     args.seq_len = args.seq_len or seq_len
     args.heads = args.heads or heads
     args.head_dims = args.head_dims or head_dims
     args.dtypes = args.dtypes or dtypes
     args.densities = args.densities or densities
+    args.predictor_seq_len = predictor_len if args.predictor_seq_len is None else args.predictor_seq_len
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")
     return args
@@ -95,17 +121,38 @@ def _time(fn: Callable[[], object], args: argparse.Namespace) -> Timing:
     return time_callable(fn, warmup=args.warmup, repeats=args.repeats, device=args.device)
 
 
-def run(args: argparse.Namespace) -> BenchmarkReport:
+def _backward_only(out: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> Callable[[], object]:
+    """Runs just the backward of a saved forward (the graph is kept for the next repeat)."""
+    grad = torch.randn_like(out)
+    return lambda: torch.autograd.grad(out, inputs, grad, retain_graph=True)
+
+
+def _pass_fns(
+    pass_name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, block: tuple
+) -> Callable[[], object]:
+    """The callable to time: SDPA when ``mask`` is None, else block-sparse attention."""
+
+    def forward() -> torch.Tensor:
+        if mask is None:
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return kernels_core.block_sparse_attention(q, k, v, mask, block_size=block)
+
+    if pass_name == "forward":
+        return forward
+    return _backward_only(forward(), (q, k, v))
+
+
+def run(args: argparse.Namespace, matmul: float) -> BenchmarkReport:
     device, s, h = args.device, args.seq_len, args.heads
     block = tuple(args.block_size)
-    matmul = _matmul_tflops(device, args.repeats)
     report = BenchmarkReport(
         title=f"Block-sparse attention vs dense SDPA ({device.upper()})",
         description=(
-            f"Forward pass, B=1, H={h}, Sq=Sk={s}, blocks {block[0]}x{block[1]}, random block masks with the "
-            "same number of key blocks in every row (diagonal block always kept), not causal. Both sides run "
-            "on the same tensors in the same process; times are medians of "
-            f"{args.repeats} repeats after {args.warmup} warm-up. Effective TFLOP/s counts 4·B·H·Sq·Sk·D·density "
+            f"B=1, H={h}, Sq=Sk={s}, blocks {block[0]}x{block[1]}, random block masks with the same number of "
+            "key blocks in every row (diagonal block always kept), not causal. Both sides run on the same tensors "
+            f"in the same process; times are medians of {args.repeats} repeats after {args.warmup} warm-up. The "
+            "backward rows time the backward alone (dq, dk, dv from a saved forward, grad of every input). "
+            "Effective TFLOP/s counts 4·B·H·Sq·Sk·D·density for the forward and 2.5 times that for the backward "
             f"(the work of the enabled blocks). Same-run matmul reference: {matmul * 1e3:.0f} GFLOP/s "
             f"({'fp32 2048³ on CPU' if device == 'cpu' else 'bf16 8192³'})."
         ),
@@ -113,32 +160,39 @@ def run(args: argparse.Namespace) -> BenchmarkReport:
         machine=describe_machine(),
         command=f"python kernels-core/benchmarks/bench_attention.py --device {device}  (or: nox -s bench)",
     )
-    configs = [(d, dt, dens) for d in args.head_dims for dt in args.dtypes for dens in args.densities]
+    configs = [
+        (p, d, dt, dens)
+        for p in args.passes
+        for d in args.head_dims
+        for dt in args.dtypes
+        for dens in args.densities
+    ]
     generator = torch.Generator().manual_seed(0)
-    dense_cache: dict[tuple[int, str], tuple[tuple[torch.Tensor, ...], Timing]] = {}
+    dense_cache: dict[tuple[str, int, str], tuple[tuple[torch.Tensor, ...], Timing]] = {}
     with _sdpa_backend(device) as backend:
-        for head_dim, dtype_name, density in progress(configs, desc="attention configs", total=len(configs)):
-            dtype = DTYPES[dtype_name]
-            key = (head_dim, dtype_name)
+        for pass_name, head_dim, dtype_name, density in progress(
+            configs, desc="attention", total=len(configs)
+        ):
+            key = (pass_name, head_dim, dtype_name)
             if key not in dense_cache:
                 qkv = tuple(
-                    torch.randn(1, h, s, head_dim, generator=generator).to(device, dtype) for _ in range(3)
+                    torch.randn(1, h, s, head_dim, generator=generator)
+                    .to(device, DTYPES[dtype_name])
+                    .requires_grad_(pass_name == "backward")
+                    for _ in range(3)
                 )
-                q, k, v = qkv
-                dense_time = _time(
-                    functools.partial(torch.nn.functional.scaled_dot_product_attention, q, k, v), args
-                )
-                dense_cache[key] = (qkv, dense_time)
+                dense_cache[key] = (qkv, _time(_pass_fns(pass_name, *qkv, None, block), args))
             (q, k, v), dense_time = dense_cache[key]
             mask = kernels_core.masks.random_block_mask(1, h, s, s, density, block, generator=generator).to(
                 device
             )
-            sparse = functools.partial(kernels_core.block_sparse_attention, q, k, v, mask, block_size=block)
-            sparse_time = _time(sparse, args)
+            sparse_time = _time(_pass_fns(pass_name, q, k, v, mask, block), args)
             actual_density = kernels_core.masks.block_density(mask)
-            tflops = 4 * h * s * s * head_dim * actual_density / sparse_time.median_s / 1e12
+            flops = FLOPS_PER_ELEMENT[pass_name] * h * s * s * head_dim * actual_density
+            tflops = flops / sparse_time.median_s / 1e12
             report.add_row(
                 {
+                    "pass": pass_name,
                     "dtype": dtype_name,
                     "D": head_dim,
                     "density": round(actual_density, 3),
@@ -157,12 +211,106 @@ def run(args: argparse.Namespace) -> BenchmarkReport:
     return report
 
 
+def run_predictor(args: argparse.Namespace, max_density: float = 0.1, gamma: float = 0.9) -> BenchmarkReport:
+    """Mask prediction (scores, recall budgets, top-k lists) against the causal sparse attention it feeds.
+
+    The budget is capped at ``max_density`` of the key blocks: the sparser the attention, the larger
+    the predictor's share, so this is the demanding end.
+    """
+    device, s, h, d = args.device, args.predictor_seq_len, args.heads, max(args.head_dims)
+    block = tuple(args.block_size)
+    report = BenchmarkReport(
+        title=f"Mask predictor vs the sparse attention it feeds ({device.upper()})",
+        description=(
+            f"B=1, H={h}, S={s}, D={d}, causal, blocks {block[0]}x{block[1]}. The predictor is "
+            "`kernels_core.predict_block_indices(q, k, gamma, max_blocks)`: mean-pooled block scores, the "
+            "blocks needed to reach recall gamma per (head, query block), top-k index lists. The attention is "
+            "`block_sparse_attention` with those lists. Random inputs have flat attention, so the budget hits "
+            f"its cap of {max_density:.0%} of the key blocks. Medians of {args.repeats} repeats (the attention: 1)."
+        ),
+        columns=PREDICTOR_COLUMNS,
+        machine=describe_machine(),
+        command=f"python kernels-core/benchmarks/bench_attention.py --device {device}  (or: nox -s bench)",
+    )
+    generator = torch.Generator().manual_seed(1)
+    nkb = kernels_core.masks.num_blocks(s, block[1])
+    max_blocks = max(1, round(max_density * nkb))
+    for dtype_name in progress(args.dtypes, desc="mask predictor", total=len(args.dtypes)):
+        q, k, v = (
+            torch.randn(1, h, s, d, generator=generator).to(device, DTYPES[dtype_name]) for _ in range(3)
+        )
+        scores_time = _time(
+            functools.partial(kernels_core.block_scores, q, k, block_size=block, causal=True), args
+        )
+        predict = functools.partial(
+            kernels_core.predict_block_indices,
+            q,
+            k,
+            gamma=gamma,
+            block_size=block,
+            causal=True,
+            max_blocks=max_blocks,
+        )
+        predict_time = _time(predict, args)
+        lists = predict()
+        attention_time = time_callable(
+            functools.partial(
+                kernels_core.block_sparse_attention, q, k, v, lists, block_size=block, causal=True
+            ),
+            warmup=0,
+            repeats=1,
+            device=device,
+        )
+        report.add_row(
+            {
+                "dtype": dtype_name,
+                "S": s,
+                "gamma": gamma,
+                "max density": max_density,
+                "predicted density": round(lists.counts.float().mean().item() / nkb, 4),
+                "scores ms": scores_time.median_s * 1e3,
+                "predictor ms": predict_time.median_s * 1e3,
+                "sparse attention ms": attention_time.median_s * 1e3,
+                "predictor / attention": f"{predict_time.median_s / attention_time.median_s:.2%}",
+            }
+        )
+    return report
+
+
+def write_attention_page(out: Path) -> Path:
+    """docs/benchmarks/attention.md: every attention report measured so far, on one page."""
+    not_measured = (
+        "Not measured yet: no GPU has run this benchmark. The CUDA kernels are compiled (sm_80, sm_90a) but "
+        "their speed is unknown; `nox -s gpu` on a CUDA machine fills this section."
+    )
+    return compose_page(
+        out,
+        "attention",
+        "kernels-core attention benchmarks",
+        "Generated by `kernels-core/benchmarks/bench_attention.py` (`nox -s bench`; `nox -s gpu` on a CUDA "
+        "machine). Each table compares against dense torch SDPA on the same tensors in the same run, and gives "
+        "the kernel's effective throughput as a share of a same-run matmul.",
+        [
+            ("attention_cpu", "Not measured yet on a CPU."),
+            ("mask_predictor_cpu", "Not measured yet on a CPU."),
+            ("attention_cuda", not_measured),
+            ("mask_predictor_cuda", not_measured),
+        ],
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    report = run(args)
-    json_path, md_path = report.write(args.out, f"attention_{args.device}")
+    matmul = _matmul_tflops(args.device, args.repeats)
+    report = run(args, matmul)
+    paths = list(report.write(args.out, f"attention_{args.device}"))
     print(report.to_markdown())
-    print(f"wrote {json_path} and {md_path}", file=sys.stderr)
+    if args.predictor_seq_len > 0:
+        predictor = run_predictor(args)
+        paths += predictor.write(args.out, f"mask_predictor_{args.device}")
+        print(predictor.to_markdown())
+    paths.append(write_attention_page(args.out))
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0
 
 

@@ -10,6 +10,7 @@ import torch
 from accel_shared.bench import (
     BenchmarkReport,
     Timing,
+    compose_page,
     describe_machine,
     machine_summary,
     ratio,
@@ -126,3 +127,16 @@ def test_report_writes_json_and_markdown(tmp_path):
     assert "- fp32 on CPU" in md
     with pytest.raises(ValueError, match="stem"):
         report.write(tmp_path, "a/b")
+
+
+def test_compose_page_includes_reports_and_placeholders(tmp_path):
+    report = BenchmarkReport(title="CPU table", description="d", columns=["a"], command="run it")
+    report.add_row(a=1)
+    report.write(tmp_path, "part_cpu")
+    page = compose_page(
+        tmp_path, "page", "All", "intro text", [("part_cpu", "x"), ("part_cuda", "no GPU yet")]
+    )
+    text = page.read_text()
+    assert text.startswith("# All\n\nintro text")
+    assert "## CPU table" in text and "| 1 |" in text  # heading moved one level down
+    assert "## part_cuda\n\nno GPU yet" in text

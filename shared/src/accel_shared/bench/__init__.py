@@ -1,7 +1,15 @@
 """Benchmark harness: timing, machine description, reports."""
 
 from accel_shared.bench.machine import describe_machine, machine_summary
-from accel_shared.bench.report import BenchmarkReport, ratio
+from accel_shared.bench.report import BenchmarkReport, compose_page, ratio
 from accel_shared.bench.timing import Timing, time_callable
 
-__all__ = ["BenchmarkReport", "Timing", "describe_machine", "machine_summary", "ratio", "time_callable"]
+__all__ = [
+    "BenchmarkReport",
+    "Timing",
+    "compose_page",
+    "describe_machine",
+    "machine_summary",
+    "ratio",
+    "time_callable",
+]

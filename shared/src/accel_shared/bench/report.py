@@ -98,3 +98,28 @@ class BenchmarkReport:
         json_path.write_text(self.to_json() + "\n")
         md_path.write_text(self.to_markdown())
         return json_path, md_path
+
+
+def compose_page(
+    directory: str | Path, stem: str, title: str, intro: str, parts: list[tuple[str, str]]
+) -> Path:
+    """Write ``<directory>/<stem>.md`` from the reports already written there.
+
+    Each part is ``(report_stem, text_if_missing)``: the page includes ``<report_stem>.md`` with its
+    headings moved one level down, or the given text when that report does not exist yet (for
+    example a GPU table on a machine without a GPU). Returns the page's path.
+    """
+    directory = Path(directory)
+    lines = [f"# {title}", "", intro.strip(), ""]
+    for report_stem, missing in parts:
+        path = directory / f"{report_stem}.md"
+        if path.exists():
+            body = path.read_text().strip().splitlines()
+            lines += [f"#{line}" if line.startswith("#") else line for line in body]
+        else:
+            lines += [f"## {report_stem}", "", missing.strip()]
+        lines.append("")
+    page = directory / f"{stem}.md"
+    directory.mkdir(parents=True, exist_ok=True)
+    page.write_text("\n".join(lines))
+    return page
