@@ -15,7 +15,13 @@ from kernels_core._library import library, load_error
 from kernels_core._version import __version__
 
 # Ops and the devices their compiled kernels exist for.
-OPS: dict[str, tuple[str, ...]] = {"block_sparse_attention": ("cpu", "cuda")}
+OPS: dict[str, tuple[str, ...]] = {
+    "block_sparse_attention": ("cpu", "cuda"),
+    "block_sparse_attention_backward": ("cpu", "cuda"),
+    "block_sparse_attention_varlen": ("cpu", "cuda"),
+    "decode_attention": ("cpu", "cuda"),
+    "block_scores": ("cpu", "cuda"),
+}
 
 
 def cpu_model() -> str:

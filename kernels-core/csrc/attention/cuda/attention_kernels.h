@@ -10,12 +10,17 @@ namespace kc::cuda_detail {
 
 // Portable fp32-math kernels: every dtype, head dims up to 256, any block size.
 void forward_simt(const BlockSparseAttentionParams& p, cudaStream_t stream);
-void backward_simt(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream);
+// The backward's first pass: delta [B, Hq, max Sq] = rowsum(dO * O) - dlse, float32.
+void backward_delta(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, float* delta);
+void backward_simt(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, const float* delta);
 void decode_simt(const DecodeAttentionParams& p, cudaStream_t stream);
 
 // Tensor-core forward for sm_80+ (mma.sync, cp.async). Returns false, without launching, when
 // the inputs are outside what it supports (see forward_sm80_supports).
 bool forward_sm80_supports(const BlockSparseAttentionParams& p, int capability_major);
 void forward_sm80(const BlockSparseAttentionParams& p, cudaStream_t stream);
+// Tensor-core backward (dK/dV and dQ passes) under the forward's conditions plus aligned gradients.
+bool backward_sm80_supports(const BlockSparseAttentionBackwardParams& p, int capability_major);
+void backward_sm80(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, const float* delta);
 
 }  // namespace kc::cuda_detail

@@ -1,4 +1,5 @@
 // Block-sparse attention backward on CUDA: portable SIMT kernels (fp32 math), deterministic.
+// They serve the inputs the tensor-core backward does not take, like the SIMT forward.
 //
 // Three launches, none with atomics:
 //   1. delta[b, h, i] = dO_i . O_i - dlse_i                 one warp per query row
@@ -267,13 +268,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BlockSparseAttention
 }
 
 template <typename T, int kChunks>
-void launch(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, float* delta) {
+void launch(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, const float* delta) {
   const int64_t D = p.head_dim;
-  const dim3 delta_grid(static_cast<unsigned>((p.seqlen_q + kWarps - 1) / kWarps), static_cast<unsigned>(p.heads_q),
-                        static_cast<unsigned>(p.batch));
-  delta_kernel<T><<<delta_grid, kThreads, 0, stream>>>(p, delta);
-  check(cudaGetLastError(), "block_sparse_attention_backward", "delta launch");
-
   const size_t dkdv_smem = sizeof(float) * (2 * kTileRows * D + 2 * kSubTile * (D + 1) + 2 * kSubTile);
   auto dkdv = dkdv_kernel<T, kChunks>;
   allow_shared_memory(dkdv, dkdv_smem, "block_sparse_attention_backward");
@@ -293,7 +289,7 @@ void launch(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, fl
 }
 
 template <typename T>
-void launch_for_head_dim(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, float* delta) {
+void launch_for_head_dim(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, const float* delta) {
   switch ((p.head_dim + 31) / 32) {
     case 1: return launch<T, 1>(p, stream, delta);
     case 2: return launch<T, 2>(p, stream, delta);
@@ -310,29 +306,32 @@ void launch_for_head_dim(const BlockSparseAttentionBackwardParams& p, cudaStream
 
 }  // namespace
 
-void backward_simt(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream) {
-  // delta [B, Hq, max Sq] lives only for this call; stream-ordered allocation keeps it cheap.
-  void* delta = nullptr;
-  const size_t bytes = sizeof(float) * static_cast<size_t>(p.batch * p.heads_q * p.seqlen_q);
-  check(cudaMallocAsync(&delta, bytes, stream), "block_sparse_attention_backward", "allocating the workspace");
-  try {
-    auto* d = static_cast<float*>(delta);
-    switch (p.dtype) {
-      case DType::kFloat32:
-        launch_for_head_dim<float>(p, stream, d);
-        break;
-      case DType::kFloat16:
-        launch_for_head_dim<__half>(p, stream, d);
-        break;
-      case DType::kBFloat16:
-        launch_for_head_dim<__nv_bfloat16>(p, stream, d);
-        break;
-    }
-  } catch (...) {
-    cudaFreeAsync(delta, stream);
-    throw;
+void backward_delta(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, float* delta) {
+  const dim3 grid(static_cast<unsigned>((p.seqlen_q + kWarps - 1) / kWarps), static_cast<unsigned>(p.heads_q),
+                  static_cast<unsigned>(p.batch));
+  switch (p.dtype) {
+    case DType::kFloat32:
+      delta_kernel<float><<<grid, kThreads, 0, stream>>>(p, delta);
+      break;
+    case DType::kFloat16:
+      delta_kernel<__half><<<grid, kThreads, 0, stream>>>(p, delta);
+      break;
+    case DType::kBFloat16:
+      delta_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(p, delta);
+      break;
   }
-  check(cudaFreeAsync(delta, stream), "block_sparse_attention_backward", "freeing the workspace");
+  check(cudaGetLastError(), "block_sparse_attention_backward", "delta launch");
+}
+
+void backward_simt(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, const float* delta) {
+  switch (p.dtype) {
+    case DType::kFloat32:
+      return launch_for_head_dim<float>(p, stream, delta);
+    case DType::kFloat16:
+      return launch_for_head_dim<__half>(p, stream, delta);
+    case DType::kBFloat16:
+      return launch_for_head_dim<__nv_bfloat16>(p, stream, delta);
+  }
 }
 
 }  // namespace kc::cuda_detail

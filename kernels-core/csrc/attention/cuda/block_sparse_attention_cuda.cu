@@ -37,8 +37,26 @@ void block_sparse_attention_backward_cuda(const BlockSparseAttentionBackwardPara
                                           int device) {
   params.validate_backward();
   check_head_dim(params.head_dim, "block_sparse_attention_backward");
-  cuda_detail::check(cudaSetDevice(device), "block_sparse_attention_backward", "selecting the device");
-  cuda_detail::backward_simt(params, reinterpret_cast<cudaStream_t>(stream));
+  const char* op = "block_sparse_attention_backward";
+  cuda_detail::check(cudaSetDevice(device), op, "selecting the device");
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  // delta [B, Hq, max Sq] lives only for this call; stream-ordered allocation keeps it cheap.
+  void* delta = nullptr;
+  const size_t bytes = sizeof(float) * static_cast<size_t>(params.batch * params.heads_q * params.seqlen_q);
+  cuda_detail::check(cudaMallocAsync(&delta, bytes, s), op, "allocating the workspace");
+  try {
+    auto* d = static_cast<float*>(delta);
+    cuda_detail::backward_delta(params, s, d);
+    if (cuda_detail::backward_sm80_supports(params, cuda_detail::compute_capability_major(device))) {
+      cuda_detail::backward_sm80(params, s, d);
+    } else {
+      cuda_detail::backward_simt(params, s, d);
+    }
+  } catch (...) {
+    cudaFreeAsync(delta, s);
+    throw;
+  }
+  cuda_detail::check(cudaFreeAsync(delta, s), op, "freeing the workspace");
 }
 
 void decode_attention_cuda(const DecodeAttentionParams& params, std::uintptr_t stream, int device) {

@@ -16,123 +16,16 @@
 
 #include "attention/cuda/attention_kernels.h"
 #include "attention/cuda/cuda_common.cuh"
+#include "attention/cuda/tensor_core.cuh"
 
 namespace kc::cuda_detail {
 namespace {
+using namespace tc;
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kTileQ = 64;  // query rows per CTA
 constexpr int kTileK = 64;  // keys per tile
-
-// ---------------------------------------------------------------------------------------------
-// PTX wrappers
-// ---------------------------------------------------------------------------------------------
-__device__ __forceinline__ uint32_t smem_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte asynchronous copy; src_bytes = 0 fills the destination with zeros.
-__device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src),
-               "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_address(p)));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_address(p)));
-}
-
-// c += a b for one m16n8k16 tile (a: 4 registers of 2 halves, b: 2 registers, c: 4 floats).
-template <typename T>
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void mma_16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats -> one register of two 16-bit values (low half first).
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi);
-template <>
-__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-template <>
-__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
-  const __half2 v = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// Element offset of 16-byte chunk `chunk` of row `row` in a swizzled [rows, D] tile.
-template <int D>
-__device__ __forceinline__ int swizzled(int row, int chunk) {
-  return row * D + ((chunk ^ (row & 7)) << 3);
-}
-
-// Copies rows [first, first + 64) of a [S, D] strided matrix into a swizzled tile; rows at or
-// past `limit` are zero-filled.
-template <typename T, int D>
-__device__ __forceinline__ void load_tile(T* tile, const T* base, int64_t stride, int64_t first, int64_t limit) {
-  constexpr int kChunks = D / 8;
-  for (int c = threadIdx.x; c < kTileK * kChunks; c += kThreads) {
-    const int row = c / kChunks, chunk = c % kChunks;
-    const bool valid = first + row < limit;
-    const T* src = valid ? base + (first + row) * stride + chunk * 8 : base;
-    cp_async_16(tile + swizzled<D>(row, chunk), src, valid ? 16 : 0);
-  }
-}
-
-// Walks the 64-key tiles of the key blocks a query-block row enables, skipping blocks outside
-// the sequence and tiles entirely in the causal future.
-struct TileCursor {
-  int64_t candidate = 0, sub = 0;
-
-  __device__ int64_t next(const BlockSparseAttentionParams& p, int64_t b, int64_t h, int64_t qb, int64_t candidates,
-                          int64_t seq_key_blocks, int64_t k_len, int64_t last_visible_key) {
-    const int64_t subs = p.block_k / kTileK;
-    while (candidate < candidates) {
-      const int64_t kb = p.row_block(b, h, qb, candidate);
-      const int64_t start = kb * p.block_k + sub * kTileK;
-      const bool block_ok = kb >= 0 && kb < seq_key_blocks;
-      if (block_ok && start < k_len && start <= last_visible_key) {
-        if (++sub == subs) {
-          sub = 0;
-          ++candidate;
-        }
-        return start;
-      }
-      sub = 0;  // the rest of this block is past the end or in the future
-      ++candidate;
-    }
-    return -1;
-  }
-};
 
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) forward_sm80_kernel(const BlockSparseAttentionParams p) {
@@ -199,10 +92,7 @@ __global__ void __launch_bounds__(kThreads) forward_sm80_kernel(const BlockSpars
 
     if (first) {
 #pragma unroll
-      for (int s = 0; s < kDSlices; ++s) {
-        const int row = warp * 16 + (lane % 16);
-        ldmatrix_x4(qf[s], sq + swizzled<D>(row, 2 * s + lane / 16));
-      }
+      for (int s = 0; s < kDSlices; ++s) load_a<T, D>(qf[s], sq, warp * 16, s, lane);
       first = false;
     }
 
@@ -215,8 +105,7 @@ __global__ void __launch_bounds__(kThreads) forward_sm80_kernel(const BlockSpars
 #pragma unroll
       for (int pair = 0; pair < kKTiles / 2; ++pair) {
         uint32_t kf[4];
-        const int key = pair * 16 + (lane % 8) + (lane / 16) * 8;
-        ldmatrix_x4(kf, kt + swizzled<D>(key, 2 * s + (lane / 8) % 2));
+        load_b_transposed<T, D>(kf, kt, pair * 16, s, lane);
         mma_16816<T>(sacc[2 * pair], qf[s], kf[0], kf[1]);
         mma_16816<T>(sacc[2 * pair + 1], qf[s], kf[2], kf[3]);
       }
@@ -265,14 +154,12 @@ __global__ void __launch_bounds__(kThreads) forward_sm80_kernel(const BlockSpars
     // O += P V: P's accumulators become A fragments, V comes in through ldmatrix.trans.
 #pragma unroll
     for (int ks = 0; ks < kKTiles / 2; ++ks) {
-      const uint32_t pf[4] = {pack2<T>(sacc[2 * ks][0], sacc[2 * ks][1]), pack2<T>(sacc[2 * ks][2], sacc[2 * ks][3]),
-                              pack2<T>(sacc[2 * ks + 1][0], sacc[2 * ks + 1][1]),
-                              pack2<T>(sacc[2 * ks + 1][2], sacc[2 * ks + 1][3])};
+      uint32_t pf[4];
+      accumulators_to_a<T>(pf, sacc[2 * ks], sacc[2 * ks + 1]);
 #pragma unroll
       for (int dp = 0; dp < kDTiles / 2; ++dp) {
         uint32_t vf[4];
-        const int key = ks * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
-        ldmatrix_x4_trans(vf, vt + swizzled<D>(key, 2 * dp + lane / 16));
+        load_b<T, D>(vf, vt, ks * 16, dp, lane);
         mma_16816<T>(o[2 * dp], pf, vf[0], vf[1]);
         mma_16816<T>(o[2 * dp + 1], pf, vf[2], vf[3]);
       }
@@ -318,14 +205,6 @@ template <typename T>
 void launch_for_head_dim(const BlockSparseAttentionParams& p, cudaStream_t stream) {
   if (p.head_dim == 64) return launch<T, 64>(p, stream);
   return launch<T, 128>(p, stream);
-}
-
-bool aligned_rows(std::uintptr_t address, const std::array<int64_t, 3>& stride, int64_t element_bytes) {
-  if (address % 16 != 0) return false;
-  for (const int64_t s : stride) {
-    if ((s * element_bytes) % 16 != 0) return false;
-  }
-  return true;
 }
 
 }  // namespace

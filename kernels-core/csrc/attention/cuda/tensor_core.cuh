@@ -1,0 +1,169 @@
+// Tensor-core building blocks for the sm_80+ attention kernels: PTX wrappers (cp.async,
+// ldmatrix, mma.sync m16n8k16), register packing and XOR-swizzled shared-memory tiles.
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16 with 16-bit inputs), lane = 4 * group + t:
+//   A 16x16 (row):  a0a1 = (group,     2t..2t+1)   a2a3 = (group + 8, 2t..)
+//                   a4a5 = (group,     2t+8..)     a6a7 = (group + 8, 2t+8..)
+//   B 16x8 (col):   b0b1 = (k 2t..2t+1, n group)   b2b3 = (k 2t+8.., n group)
+//   C 16x8:         c0c1 = (group, 2t..2t+1)       c2c3 = (group + 8, 2t..2t+1)
+// so the accumulators of two adjacent n-tiles are exactly the A fragment of one 16-wide k-slice.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "attention/block_sparse_attention_params.h"
+#include "attention/cuda/cuda_common.cuh"
+
+namespace kc::cuda_detail::tc {
+
+constexpr int kTile = 64;  // rows of every shared-memory tile
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte asynchronous copy; src_bytes = 0 fills the destination with zeros.
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+
+// c += a b for one m16n8k16 tile (a: 4 registers of 2 halves, b: 2 registers, c: 4 floats).
+template <typename T>
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma_16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats -> one register of two 16-bit values (low half first).
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Element offset of 16-byte chunk `chunk` of row `row` in a swizzled [rows, D] tile.
+template <int D>
+__device__ __forceinline__ int swizzled(int row, int chunk) {
+  return row * D + ((chunk ^ (row & 7)) << 3);
+}
+
+// Copies rows [first, first + 64) of a [S, D] strided matrix into a swizzled tile; rows at or
+// past `limit` are zero-filled. Called by every thread of the CTA.
+template <typename T, int D>
+__device__ __forceinline__ void load_tile(T* tile, const T* base, int64_t stride, int64_t first, int64_t limit) {
+  constexpr int kChunks = D / 8;
+  for (int c = threadIdx.x; c < kTile * kChunks; c += blockDim.x) {
+    const int row = c / kChunks, chunk = c % kChunks;
+    const bool valid = first + row < limit;
+    const T* src = valid ? base + (first + row) * stride + chunk * 8 : base;
+    cp_async_16(tile + swizzled<D>(row, chunk), src, valid ? 16 : 0);
+  }
+}
+
+// Fragment loads from a swizzled [64, D] tile (`lane` = lane in the warp):
+// A fragment of rows [row0, row0 + 16) and columns [16 s, 16 s + 16).
+template <typename T, int D>
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const T* tile, int row0, int s, int lane) {
+  ldmatrix_x4(a, tile + swizzled<D>(row0 + lane % 16, 2 * s + lane / 16));
+}
+
+// B fragments of two n-tiles whose n index runs over tile rows [n0, n0 + 16) and whose k index
+// runs over columns [16 s, 16 s + 16) (B = tile^T, e.g. K for Q K^T): b[0..1] for rows
+// n0..n0+7, b[2..3] for n0+8..n0+15.
+template <typename T, int D>
+__device__ __forceinline__ void load_b_transposed(uint32_t (&b)[4], const T* tile, int n0, int s, int lane) {
+  ldmatrix_x4(b, tile + swizzled<D>(n0 + (lane % 8) + (lane / 16) * 8, 2 * s + (lane / 8) % 2));
+}
+
+// B fragments whose k index runs over tile rows [k0, k0 + 16) and whose n index runs over
+// columns [16 dp, 16 dp + 16) (B = tile, e.g. V for P V): b[0..1] for columns 16 dp..+7,
+// b[2..3] for 16 dp + 8..+15.
+template <typename T, int D>
+__device__ __forceinline__ void load_b(uint32_t (&b)[4], const T* tile, int k0, int dp, int lane) {
+  ldmatrix_x4_trans(b, tile + swizzled<D>(k0 + (lane % 8) + ((lane / 8) % 2) * 8, 2 * dp + lane / 16));
+}
+
+// The accumulators of n-tiles (2 j, 2 j + 1) as the A fragment of k-slice j.
+template <typename T>
+__device__ __forceinline__ void accumulators_to_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+  a[0] = pack2<T>(c0[0], c0[1]);
+  a[1] = pack2<T>(c0[2], c0[3]);
+  a[2] = pack2<T>(c1[0], c1[1]);
+  a[3] = pack2<T>(c1[2], c1[3]);
+}
+
+// Walks the 64-key tiles of the key blocks a query-block row enables, skipping blocks outside
+// the sequence and tiles entirely in the causal future.
+struct TileCursor {
+  int64_t candidate = 0, sub = 0;
+
+  __device__ int64_t next(const BlockSparseAttentionParams& p, int64_t b, int64_t h, int64_t qb, int64_t candidates,
+                          int64_t seq_key_blocks, int64_t k_len, int64_t last_visible_key) {
+    const int64_t subs = p.block_k / kTile;
+    while (candidate < candidates) {
+      const int64_t kb = p.row_block(b, h, qb, candidate);
+      const int64_t start = kb * p.block_k + sub * kTile;
+      const bool block_ok = kb >= 0 && kb < seq_key_blocks;
+      if (block_ok && start < k_len && start <= last_visible_key) {
+        if (++sub == subs) {
+          sub = 0;
+          ++candidate;
+        }
+        return start;
+      }
+      sub = 0;  // the rest of this block is past the end or in the future
+      ++candidate;
+    }
+    return -1;
+  }
+};
+
+// True when `address` and every stride (in elements of `element_bytes`) keep 16-byte alignment.
+inline bool aligned_rows(std::uintptr_t address, const std::array<int64_t, 3>& stride, int64_t element_bytes) {
+  if (address % 16 != 0) return false;
+  for (const int64_t s : stride) {
+    if ((s * element_bytes) % 16 != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace kc::cuda_detail::tc
