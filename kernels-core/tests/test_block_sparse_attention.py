@@ -79,6 +79,16 @@ def test_strided_inputs_need_no_copy(generator):
     torch.testing.assert_close(out, expected, atol=0, rtol=0)
 
 
+def test_transposed_head_dim_gives_a_correct_output(generator):
+    """q viewed with the head dim strided (dense but permuted): output must still be right."""
+    q = torch.randn(1, 2, 32, 40, generator=generator).transpose(-1, -2)  # [1, 2, 40, 32], D stride 40
+    k = torch.randn(1, 2, 40, 32, generator=generator)
+    v = torch.randn(1, 2, 40, 32, generator=generator)
+    out = kernels_core.block_sparse_attention(q, k, v, None, block_size=(16, 16))
+    assert out.stride(-1) == 1
+    torch.testing.assert_close(out, reference.block_sparse_attention(q, k, v, None, block_size=(16, 16)))
+
+
 def test_non_unit_head_stride_is_copied(generator):
     q = torch.randn(1, 2, 40, 64, generator=generator)[..., ::2]  # head dim stride 2
     k = torch.randn(1, 2, 40, 32, generator=generator)

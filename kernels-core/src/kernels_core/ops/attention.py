@@ -82,8 +82,9 @@ def _fill_params(
 
 
 def _forward_outputs(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # empty_like keeps q's layout (e.g. [B, S, H, D] seen through a transpose).
-    out = torch.empty_like(q)
+    # Keep q's layout (e.g. [B, S, H, D] seen through a transpose) when its head dim is contiguous,
+    # as the kernels write it; otherwise a plain contiguous output.
+    out = torch.empty_like(q) if q.stride(-1) == 1 else torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
     return out, lse
 
