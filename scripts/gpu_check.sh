@@ -9,11 +9,13 @@
 #   KC_CUDA_ARCHS=90a-real scripts/gpu_check.sh     build only for the GPU at hand (faster)
 #   PYTHON=/path/to/python scripts/gpu_check.sh
 #   GPU_CHECK_OUT=dir scripts/gpu_check.sh  where logs and benchmark reports go (default build/gpu)
+#   GPU_CHECK_TIMEOUT=300 scripts/gpu_check.sh   seconds allowed per test folder and per benchmark
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 OUT=${GPU_CHECK_OUT:-build/gpu}
+LIMIT=${GPU_CHECK_TIMEOUT:-300}   # a hung kernel must not eat the machine's time
 mkdir -p "$OUT"
 
 if ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
@@ -58,14 +60,16 @@ echo "== gpu tests"
 status=0
 for tests in kernels-core/tests shared/tests tests packages/*/tests; do
   [ -d "$tests" ] || continue
-  "$PYTHON" -m pytest "$tests" -m gpu -q -p no:cacheprovider -o addopts="" 2>&1 | tee -a "$OUT/gpu-tests.log" \
+  timeout "$LIMIT" "$PYTHON" -m pytest "$tests" -m gpu -q -p no:cacheprovider -o addopts="" 2>&1 \
+    | tee -a "$OUT/gpu-tests.log" \
     || { rc=${PIPESTATUS[0]}; [ "$rc" -eq 5 ] || status=1; }   # 5: no gpu test in that folder
 done
 
 echo "== gpu benchmarks"
 for bench in kernels-core/benchmarks/bench_*.py packages/*/benchmarks/bench_*.py; do
   [ -f "$bench" ] || continue
-  "$PYTHON" "$bench" --device cuda --out "$OUT/benchmarks" || status=1
+  timeout "$LIMIT" "$PYTHON" "$bench" --device cuda --out "$OUT/benchmarks" || status=1
 done
-echo "gpu_check: reports in $OUT/benchmarks; copy them to docs/benchmarks/ to publish"
+echo "gpu_check: reports in $OUT/benchmarks; to publish, copy its *_cuda.* files to docs/benchmarks/ and run"
+echo "  python kernels-core/benchmarks/bench_attention.py --compose-only   (rebuilds docs/benchmarks/attention.md)"
 exit $status

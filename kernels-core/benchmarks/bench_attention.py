@@ -83,6 +83,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="directory for the report")
+    parser.add_argument(
+        "--compose-only",
+        action="store_true",
+        help="only rebuild <out>/attention.md from the reports already there",
+    )
     args = parser.parse_args(argv)
     seq_len, heads, head_dims, dtypes, densities, predictor_len = DEFAULTS[args.device]
     args.seq_len = args.seq_len or seq_len
@@ -91,7 +96,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.dtypes = args.dtypes or dtypes
     args.densities = args.densities or densities
     args.predictor_seq_len = predictor_len if args.predictor_seq_len is None else args.predictor_seq_len
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available() and not args.compose_only:
         parser.error("--device cuda: no CUDA device is visible")
     return args
 
@@ -301,6 +306,9 @@ def write_attention_page(out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.compose_only:
+        print(f"wrote {write_attention_page(args.out)}", file=sys.stderr)
+        return 0
     matmul = _matmul_tflops(args.device, args.repeats)
     report = run(args, matmul)
     paths = list(report.write(args.out, f"attention_{args.device}"))
