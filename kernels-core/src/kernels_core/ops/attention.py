@@ -29,8 +29,11 @@ from kernels_core.ops import attention_checks as checks
 _CUDA_MAX_HEAD_DIM = 256
 
 
-def _strides(x: torch.Tensor | None, dims: int = 3) -> tuple[int, ...]:
-    return tuple(x.stride()[:dims]) if x is not None else (0,) * dims
+def _strides(x: torch.Tensor, varlen: bool) -> tuple[int, ...]:
+    """(batch, head, token) element strides; a variable-length call is one [1, H, total, D] view
+    whose sequences are found through cu_seqlens, so its batch stride is 0."""
+    strides = tuple(x.stride()[:3])
+    return (0, *strides[1:]) if varlen else strides
 
 
 def _kernel_view(x: torch.Tensor) -> torch.Tensor:
@@ -61,12 +64,9 @@ def _fill_params(
     p.batch, p.heads_q, p.heads_kv = g.batch, g.heads_q, g.heads_kv
     p.seqlen_q, p.seqlen_k, p.head_dim = g.seqlen_q, g.seqlen_k, g.head_dim
     varlen = cu_seqlens_q is not None
-    # A variable-length call is one [1, H, total, D] view: sequences are found via cu_seqlens.
-    batch_stride = (lambda s: (0, *s[1:])) if varlen else (lambda s: s)
-    p.q_stride, p.k_stride, p.v_stride = (batch_stride(_strides(x)) for x in (q, k, v))
-    p.out_stride, p.lse_stride = batch_stride(_strides(out)), batch_stride(_strides(lse))
-    if varlen:
-        assert cu_seqlens_k is not None
+    p.q_stride, p.k_stride, p.v_stride = (_strides(x, varlen) for x in (q, k, v))
+    p.out_stride, p.lse_stride = _strides(out, varlen), _strides(lse, varlen)
+    if cu_seqlens_q is not None and cu_seqlens_k is not None:
         p.cu_seqlens_q, p.cu_seqlens_k = cu_seqlens_q.data_ptr(), cu_seqlens_k.data_ptr()
     grid = g.block_grid
     if block_mask is not None:
@@ -317,13 +317,12 @@ def _run_backward(
         cu_seqlens_q, cu_seqlens_k, causal, scale,
     )  # fmt: skip
     varlen = cu_seqlens_q is not None
-    batch_stride = (lambda s: (0, *s[1:])) if varlen else (lambda s: s)
     p.dout, p.dq_accum, p.dk, p.dv = dout.data_ptr(), dq_accum.data_ptr(), dk.data_ptr(), dv.data_ptr()
-    p.dout_stride, p.dq_stride = batch_stride(_strides(dout)), batch_stride(_strides(dq_accum))
-    p.dk_stride, p.dv_stride = batch_stride(_strides(dk)), batch_stride(_strides(dv))
+    p.dout_stride, p.dq_stride = _strides(dout, varlen), _strides(dq_accum, varlen)
+    p.dk_stride, p.dv_stride = _strides(dk, varlen), _strides(dv, varlen)
     if dlse is not None:
         dlse = dlse.float()
-        p.dlse, p.dlse_stride = dlse.data_ptr(), batch_stride(_strides(dlse))
+        p.dlse, p.dlse_stride = dlse.data_ptr(), _strides(dlse, varlen)
     launch(p, q.device)
     return dq_accum.to(q.dtype), dk, dv
 
