@@ -174,3 +174,35 @@ def test_cuda_opcheck_and_compile():
         lambda q, k, v: kernels_core.block_sparse_attention(q, k, v, mask, causal=True), fullgraph=True
     )
     torch.testing.assert_close(fn(q, k, v), kernels_core.block_sparse_attention(q, k, v, mask, causal=True))
+
+
+def _is_hopper() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+@pytest.mark.skipif(not _is_hopper(), reason="the wgmma + TMA kernel runs on Hopper (sm_90a) only")
+@pytest.mark.parametrize("shape", TENSOR_CORE_SHAPES, ids=shape_id)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("sparsity", ["mask", "indices"])
+def test_hopper_wgmma_forward_matches_reference(monkeypatch, shape, causal, sparsity):
+    """The opt-in sm_90a kernel (KC_SM90_WGMMA=1) against the reference, bf16 and fp16."""
+    monkeypatch.setenv("KC_SM90_WGMMA", "1")
+    for dtype in (torch.bfloat16, torch.float16):
+        q, k, v, mask, block = _cuda_inputs(shape, dtype, seed=9)
+        mask[0, 0, 0] = False
+        _assert_forward_matches(q, k, v, masks.block_mask_to_indices(mask) if sparsity == "indices" else mask,
+                                block, causal)  # fmt: skip
+
+
+@pytest.mark.skipif(not _is_hopper(), reason="the wgmma + TMA kernel runs on Hopper (sm_90a) only")
+def test_hopper_wgmma_varlen_and_strided(monkeypatch):
+    monkeypatch.setenv("KC_SM90_WGMMA", "1")
+    g = torch.Generator().manual_seed(10)
+    x = [torch.randn(2, 300, 4, 128, generator=g).to(torch.bfloat16) for _ in range(3)]
+    mask = masks.random_block_mask(2, 4, 300, 300, 0.4, (64, 64), generator=g)
+    expected = reference.block_sparse_attention(*(t.transpose(1, 2) for t in x), mask, causal=True)
+    actual = kernels_core.block_sparse_attention(
+        *(t.cuda().transpose(1, 2) for t in x), mask.cuda(), causal=True
+    )
+    torch.testing.assert_close(actual.cpu(), expected, **TOLERANCES[torch.bfloat16])
+    test_cuda_varlen_matches_reference()

@@ -19,6 +19,11 @@ void decode_simt(const DecodeAttentionParams& p, cudaStream_t stream);
 // the inputs are outside what it supports (see forward_sm80_supports).
 bool forward_sm80_supports(const BlockSparseAttentionParams& p, int capability_major);
 void forward_sm80(const BlockSparseAttentionParams& p, cudaStream_t stream);
+// Hopper forward (wgmma + TMA), opt-in with KC_SM90_WGMMA=1 until validated on a GPU; needs a
+// build with sm_90a SASS (KC_HAS_SM90A).
+bool forward_sm90_supports(const BlockSparseAttentionParams& p, int capability_major);
+void forward_sm90(const BlockSparseAttentionParams& p, cudaStream_t stream);
+
 // Tensor-core backward (dK/dV and dQ passes) under the forward's conditions plus aligned gradients.
 bool backward_sm80_supports(const BlockSparseAttentionBackwardParams& p, int capability_major);
 void backward_sm80(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, const float* delta);

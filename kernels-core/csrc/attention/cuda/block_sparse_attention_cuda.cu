@@ -26,7 +26,10 @@ void block_sparse_attention_forward_cuda(const BlockSparseAttentionParams& param
   check_head_dim(params.head_dim, "block_sparse_attention");
   cuda_detail::check(cudaSetDevice(device), "block_sparse_attention", "selecting the device");
   const auto s = reinterpret_cast<cudaStream_t>(stream);
-  if (cuda_detail::forward_sm80_supports(params, cuda_detail::compute_capability_major(device))) {
+  const int major = cuda_detail::compute_capability_major(device);
+  if (cuda_detail::forward_sm90_supports(params, major)) {
+    cuda_detail::forward_sm90(params, s);
+  } else if (cuda_detail::forward_sm80_supports(params, major)) {
     cuda_detail::forward_sm80(params, s);
   } else {
     cuda_detail::forward_simt(params, s);
