@@ -36,3 +36,5 @@ def test_attention_benchmark_writes_report(tmp_path):
     assert len(predictor["rows"]) == 2 and all(row["predictor ms"] > 0 for row in predictor["rows"])
     page = (tmp_path / "attention.md").read_text()
     assert "## Block-sparse attention vs dense SDPA (CPU)" in page and "## attention_cuda" in page
+    decode = json.loads((tmp_path / "decode_cpu.json").read_text())
+    assert [row["kept per head"] for row in decode["rows"]] == ["all", "25%"] * 2

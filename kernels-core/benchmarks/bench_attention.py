@@ -6,7 +6,8 @@ the forward, and the backward alone (dq, dk, dv from a saved forward). It report
 the kernel's effective throughput (FLOPs of the enabled blocks per second) and that throughput as
 a share of a same-run matmul (fp32 on the CPU, where the kernels compute in fp32 for every input
 dtype). It then times the mask predictor at a long sequence against the sparse attention it
-feeds. Results go to ``<out>/attention_<device>.{json,md}``, ``<out>/mask_predictor_<device>.*``
+feeds, and decode attention (full and per-head slimmed KV cache) against SDPA. Results go to
+``<out>/attention_<device>.{json,md}``, ``<out>/mask_predictor_<device>.*``, ``<out>/decode_<device>.*``
 and the combined page ``<out>/attention.md``.
 
     python kernels-core/benchmarks/bench_attention.py                 # CPU, the documented shapes
@@ -48,6 +49,7 @@ COLUMNS = [
     "effective TFLOP/s",
     "share of matmul",
 ]
+DECODE_COLUMNS = ["dtype", "cache", "kept per head", "SDPA ms", "decode ms", "speed-up vs SDPA", "GB/s"]
 PREDICTOR_COLUMNS = [
     "dtype",
     "S",
@@ -79,6 +81,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--predictor-seq-len",
         type=int,
         help="sequence length of the mask-predictor run (default 32768; 0 skips it)",
+    )
+    parser.add_argument(
+        "--no-decode", dest="decode", action="store_false", help="skip the decode-attention run"
     )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
@@ -282,6 +287,58 @@ def run_predictor(args: argparse.Namespace, max_density: float = 0.1, gamma: flo
     return report
 
 
+def run_decode(args: argparse.Namespace, cache_len: int = 16384, keep: float = 0.25) -> BenchmarkReport:
+    """One new token against a KV cache with Qwen2.5-VL-7B's attention shape, full and slimmed."""
+    device, heads_q, heads_kv, d = args.device, 28, 4, 128
+    report = BenchmarkReport(
+        title=f"Decode attention vs SDPA ({device.upper()})",
+        description=(
+            f"B=1, Hq={heads_q}, Hkv={heads_kv}, D={d} (Qwen2.5-VL-7B), one new query against a {cache_len}-token "
+            "cache. Baseline: torch SDPA with enable_gqa over the whole cache. `decode_attention` runs over the "
+            f"whole cache, then with each key/value head keeping a different random {keep:.0%} of the positions "
+            "(KV-cache slimming: `kv_indices`). GB/s counts the K and V bytes each call must read. Medians of "
+            f"{args.repeats} repeats."
+        ),
+        columns=DECODE_COLUMNS,
+        machine=describe_machine(),
+        command=f"python kernels-core/benchmarks/bench_attention.py --device {device}  (or: nox -s bench)",
+    )
+    generator = torch.Generator().manual_seed(2)
+    kept = int(keep * cache_len)
+    for dtype_name in progress(args.dtypes, desc="decode", total=len(args.dtypes)):
+        dtype = DTYPES[dtype_name]
+        q = torch.randn(1, heads_q, 1, d, generator=generator).to(device, dtype)
+        k, v = (
+            torch.randn(1, heads_kv, cache_len, d, generator=generator).to(device, dtype) for _ in range(2)
+        )
+        positions = torch.stack(
+            [torch.randperm(cache_len, generator=generator)[:kept] for _ in range(heads_kv)]
+        )
+        positions = positions.sort(-1).values.int().unsqueeze(0).to(device)
+        sdpa = _time(
+            functools.partial(torch.nn.functional.scaled_dot_product_attention, q, k, v, enable_gqa=True),
+            args,
+        )
+        for label, kwargs, keys in (
+            ("all", {}, cache_len),
+            (f"{keep:.0%}", {"kv_indices": positions, "check_indices": False}, kept),
+        ):
+            ours = _time(functools.partial(kernels_core.decode_attention, q, k, v, **kwargs), args)
+            read_bytes = 2 * heads_kv * keys * d * k.element_size()
+            report.add_row(
+                {
+                    "dtype": dtype_name,
+                    "cache": cache_len,
+                    "kept per head": label,
+                    "SDPA ms": sdpa.median_s * 1e3,
+                    "decode ms": ours.median_s * 1e3,
+                    "speed-up vs SDPA": sdpa.median_s / ours.median_s,
+                    "GB/s": read_bytes / ours.median_s / 1e9,
+                }
+            )
+    return report
+
+
 def write_attention_page(out: Path) -> Path:
     """docs/benchmarks/attention.md: every attention report measured so far, on one page."""
     not_measured = (
@@ -298,8 +355,10 @@ def write_attention_page(out: Path) -> Path:
         [
             ("attention_cpu", "Not measured yet on a CPU."),
             ("mask_predictor_cpu", "Not measured yet on a CPU."),
+            ("decode_cpu", "Not measured yet on a CPU."),
             ("attention_cuda", not_measured),
             ("mask_predictor_cuda", not_measured),
+            ("decode_cuda", not_measured),
         ],
     )
 
@@ -317,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         predictor = run_predictor(args)
         paths += predictor.write(args.out, f"mask_predictor_{args.device}")
         print(predictor.to_markdown())
+    if args.decode:
+        decode = run_decode(args)
+        paths += decode.write(args.out, f"decode_{args.device}")
+        print(decode.to_markdown())
     paths.append(write_attention_page(args.out))
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0

@@ -110,6 +110,8 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("lse_stride", &Params::lse_stride)
       .def_readwrite("cu_seqlens_q", &Params::cu_seqlens_q)
       .def_readwrite("cu_seqlens_k", &Params::cu_seqlens_k)
+      .def_readwrite("tokens_q", &Params::tokens_q)
+      .def_readwrite("tokens_k", &Params::tokens_k)
       .def_readwrite("block_mask", &Params::block_mask)
       .def_readwrite("mask_stride", &Params::mask_stride)
       .def_readwrite("block_counts", &Params::block_counts)

@@ -44,6 +44,9 @@ struct BlockSparseAttentionParams {
 
   // int32 [batch + 1] prefix sums of the sequence lengths, or 0 for the batched layout.
   std::uintptr_t cu_seqlens_q = 0, cu_seqlens_k = 0;
+  // Extent of the token axis of q and of k/v: the packed totals for variable length, else the
+  // sequence lengths (kernels that address whole tensors, like TMA, need them).
+  int64_t tokens_q = 0, tokens_k = 0;
 
   // Sparsity (see above). Strides in elements; a stride of 0 broadcasts that dimension.
   std::uintptr_t block_mask = 0;

@@ -270,6 +270,8 @@ __global__ void __launch_bounds__(kThreads) dq_sm80_kernel(const BlockSparseAtte
     }
   }
 
+  cp_async_wait<0>();  // a CTA that visited no key tile still has its Q/dO copies in flight
+
   float* dqg = reinterpret_cast<float*>(p.dq_accum) + b * p.dq_stride[0] + h * p.dq_stride[1] + seq.q_start * p.dq_stride[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {

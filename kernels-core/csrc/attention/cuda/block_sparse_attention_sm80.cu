@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(kThreads) forward_sm80_kernel(const BlockSpars
         mma_16816<T>(o[2 * dp + 1], pf, vf[2], vf[3]);
       }
     }
-    __syncthreads();  // this buffer is refilled two iterations from now
+    __syncthreads();  // the next iteration refills this buffer
     tile = next;
     buffer ^= 1;
   }

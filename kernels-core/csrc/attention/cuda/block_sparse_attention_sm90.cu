@@ -55,7 +55,8 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t phase) {
       "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
       "@!done bra wait_loop;\n"
       "}\n" ::"r"(smem_address(bar)),
-      "r"(phase));
+      "r"(phase)
+      : "memory");
 }
 
 // One 64x64 box of a 4-D tensor map at coordinates (c0 innermost .. c3) into shared memory.
@@ -207,15 +208,17 @@ __global__ void __launch_bounds__(kThreads) forward_sm90_kernel(const BlockSpars
   for (int t = 0; t < kDTiles; ++t) o[t][0] = o[t][1] = o[t][2] = o[t][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const int64_t my_row[2] = {row0 + warp * 16 + group_id, row0 + warp * 16 + group_id + 8};
-  uint32_t phase[2] = {0, 0};
+  uint32_t phases = 0;  // bit s: the parity the next wait on stage s expects
   int stage = 0;
+  __syncwarp();  // warp 0 reconverges after thread 0's TMA issue before the .aligned instructions
   mbarrier_wait(&bars[0], 0);
 
   while (tile >= 0) {
     const int64_t next = cursor.next(p, b, h, qb, candidates, seq_key_blocks, seq.k_len, last_visible_key);
     if (next >= 0 && threadIdx.x == 0) load_kv(stage ^ 1, next);  // that stage was released last iteration
-    mbarrier_wait(&bars[1 + stage], phase[stage]);
-    phase[stage] ^= 1;
+    __syncwarp();
+    mbarrier_wait(&bars[1 + stage], (phases >> stage) & 1u);
+    phases ^= 1u << stage;
     const unsigned char* kt = sk + stage * kTileBytes;
     const unsigned char* vt = sv + stage * kTileBytes;
 
@@ -274,14 +277,16 @@ __global__ void __launch_bounds__(kThreads) forward_sm90_kernel(const BlockSpars
       }
     }
 
+    // All A fragments are written before the fence that orders them before the wgmmas.
+    uint32_t pa[kKTiles / 2][4];
+#pragma unroll
+    for (int ks = 0; ks < kKTiles / 2; ++ks) accumulators_to_a<T>(pa[ks], sacc[2 * ks], sacc[2 * ks + 1]);
     fence_operands(o);
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < kKTiles / 2; ++ks) {
-      uint32_t pa[4];
-      accumulators_to_a<T>(pa, sacc[2 * ks], sacc[2 * ks + 1]);
       // 16 keys = 16 rows of 128 bytes; the d boxes are kBoxBytes apart (the leading offset).
-      wgmma_rs<T, D>(o, pa, descriptor(vt + ks * 16 * 128, kBoxBytes, kSwizzleAtomBytes));
+      wgmma_rs<T, D>(o, pa[ks], descriptor(vt + ks * 16 * 128, kBoxBytes, kSwizzleAtomBytes));
     }
     wgmma_commit();
     wgmma_wait_all();
@@ -336,8 +341,9 @@ CUtensorMap make_map(std::uintptr_t address, DType dtype, int64_t batch, int64_t
                      const std::array<int64_t, 3>& stride) {
   const int64_t bytes = 2;
   // A size-1 dimension's stride is never used; give it a valid (16-byte multiple) value.
+  // (Broadcast, stride-0 dimensions of larger size never get here: see forward_sm90_supports.)
   const auto stride_bytes = [&](int64_t size, int64_t s, int64_t fallback) {
-    return static_cast<cuuint64_t>(size == 1 || s == 0 ? fallback : s * bytes);
+    return static_cast<cuuint64_t>(size == 1 ? fallback : s * bytes);
   };
   const cuuint64_t token_stride = stride_bytes(tokens, stride[2], D * bytes);
   const cuuint64_t head_stride = stride_bytes(heads, stride[1], token_stride * static_cast<cuuint64_t>(tokens));
@@ -362,24 +368,11 @@ CUtensorMap make_map(std::uintptr_t address, DType dtype, int64_t batch, int64_t
 
 template <typename T, int D>
 void launch(const BlockSparseAttentionParams& p, cudaStream_t stream) {
-  // Token extents: the longest sequence (batched) or all packed tokens (variable length).
+  // Variable-length views are one batch entry over all packed tokens.
   const int64_t batch = p.varlen() ? 1 : p.batch;
-  int64_t q_tokens = p.seqlen_q, k_tokens = p.seqlen_k;
-  if (p.varlen()) {
-    int32_t last_q = 0, last_k = 0;
-    check(cudaMemcpyAsync(&last_q, reinterpret_cast<const int32_t*>(p.cu_seqlens_q) + p.batch, sizeof(int32_t),
-                          cudaMemcpyDeviceToHost, stream),
-          "block_sparse_attention", "reading cu_seqlens");
-    check(cudaMemcpyAsync(&last_k, reinterpret_cast<const int32_t*>(p.cu_seqlens_k) + p.batch, sizeof(int32_t),
-                          cudaMemcpyDeviceToHost, stream),
-          "block_sparse_attention", "reading cu_seqlens");
-    check(cudaStreamSynchronize(stream), "block_sparse_attention", "reading cu_seqlens");
-    q_tokens = last_q;
-    k_tokens = last_k;
-  }
-  const TensorMaps maps{make_map(p.q, p.dtype, batch, p.heads_q, q_tokens, D, p.q_stride),
-                        make_map(p.k, p.dtype, batch, p.heads_kv, k_tokens, D, p.k_stride),
-                        make_map(p.v, p.dtype, batch, p.heads_kv, k_tokens, D, p.v_stride)};
+  const TensorMaps maps{make_map(p.q, p.dtype, batch, p.heads_q, p.tokens_q, D, p.q_stride),
+                        make_map(p.k, p.dtype, batch, p.heads_kv, p.tokens_k, D, p.k_stride),
+                        make_map(p.v, p.dtype, batch, p.heads_kv, p.tokens_k, D, p.v_stride)};
   const size_t smem = 5 * static_cast<size_t>(D / kBox) * kBoxBytes + kSwizzleAtomBytes + 3 * sizeof(uint64_t);
   auto kernel = forward_sm90_kernel<T, D>;
   allow_shared_memory(kernel, smem, "block_sparse_attention");
@@ -397,7 +390,13 @@ bool forward_sm90_supports(const BlockSparseAttentionParams& p, int capability_m
   if (enabled == nullptr || std::strcmp(enabled, "1") != 0) return false;
   // Exactly Hopper: the kernel exists only as sm_90a SASS (PTX JIT on newer GPUs would run an empty body).
   if (capability_major != 9 || !forward_sm80_supports(p, capability_major)) return false;
-  return p.q_stride[2] != 0 && p.k_stride[2] != 0 && p.v_stride[2] != 0;
+  if (p.tokens_q <= 0 || p.tokens_k <= 0) return false;
+  // A tensor map cannot broadcast: every dimension larger than 1 needs a real stride.
+  const auto strided = [&](const std::array<int64_t, 3>& s, int64_t heads, int64_t tokens) {
+    return (tokens == 1 || s[2] != 0) && (heads == 1 || s[1] != 0) && (p.varlen() || p.batch == 1 || s[0] != 0);
+  };
+  return strided(p.q_stride, p.heads_q, p.tokens_q) && strided(p.k_stride, p.heads_kv, p.tokens_k) &&
+         strided(p.v_stride, p.heads_kv, p.tokens_k);
 #else
   (void)p;
   (void)capability_major;

@@ -63,6 +63,7 @@ def _fill_params(
     p.dtype = getattr(lib.DType, str(q.dtype).removeprefix("torch."))
     p.batch, p.heads_q, p.heads_kv = g.batch, g.heads_q, g.heads_kv
     p.seqlen_q, p.seqlen_k, p.head_dim = g.seqlen_q, g.seqlen_k, g.head_dim
+    p.tokens_q, p.tokens_k = q.shape[2], k.shape[2]
     varlen = cu_seqlens_q is not None
     p.q_stride, p.k_stride, p.v_stride = (_strides(x, varlen) for x in (q, k, v))
     p.out_stride, p.lse_stride = _strides(out, varlen), _strides(lse, varlen)
