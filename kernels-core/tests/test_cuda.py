@@ -115,21 +115,28 @@ def test_cuda_varlen_matches_reference():
     torch.testing.assert_close(actual.cpu(), expected, **TOLERANCES[torch.bfloat16])
 
 
+# (heads_q, heads_kv, Sq, D): group x Sq <= 16 takes the tensor-core split pass for bf16/fp16.
+DECODE_SHAPES = [(28, 4, 2, 128), (8, 8, 1, 64), (32, 2, 1, 128), (4, 1, 3, 80)]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_cuda_decode_matches_reference(dtype):
+@pytest.mark.parametrize("shape", DECODE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cuda_decode_matches_reference(dtype, shape):
+    heads_q, heads_kv, sq, d = shape
     g = torch.Generator().manual_seed(7)
-    q = torch.randn(2, 28, 2, 128, generator=g).to("cuda", dtype)
-    k = torch.randn(2, 4, 3000, 128, generator=g).to("cuda", dtype)
-    v = torch.randn(2, 4, 3000, 128, generator=g).to("cuda", dtype)
-    indices = (
-        torch.stack([torch.randperm(3000, generator=g)[:900] for _ in range(8)]).view(2, 4, 900).int().cuda()
-    )
-    counts = torch.randint(1, 901, (2, 4), generator=g, dtype=torch.int32).cuda()
+    q = torch.randn(2, heads_q, sq, d, generator=g).to("cuda", dtype)
+    k = torch.randn(2, heads_kv, 3000, d, generator=g).to("cuda", dtype)
+    v = torch.randn(2, heads_kv, 3000, d, generator=g).to("cuda", dtype)
+    lists = [torch.randperm(3000, generator=g)[:900] for _ in range(2 * heads_kv)]
+    indices = torch.stack(lists).view(2, heads_kv, 900).int().cuda()
+    counts = torch.randint(1, 901, (2, heads_kv), generator=g, dtype=torch.int32).cuda()
+    counts[0, 0] = 0  # a head that keeps nothing: zeros and lse = -inf
     lengths = torch.tensor([2500, 3000], dtype=torch.int32, device="cuda")
     for kwargs in ({}, {"kv_indices": indices, "kv_counts": counts, "cache_seqlens": lengths}):
-        out = kernels_core.decode_attention(q, k, v, causal=True, **kwargs)
-        expected = reference.decode_attention(q, k, v, causal=True, **kwargs)
+        out, lse = kernels_core.decode_attention(q, k, v, causal=True, return_lse=True, **kwargs)
+        expected, expected_lse = reference.decode_attention(q, k, v, causal=True, return_lse=True, **kwargs)
         torch.testing.assert_close(out, expected, **TOLERANCES[dtype])
+        assert torch.equal(torch.isinf(lse), torch.isinf(expected_lse))
 
 
 def test_cuda_mask_predictor_matches_cpu():

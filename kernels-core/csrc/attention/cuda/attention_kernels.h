@@ -7,13 +7,19 @@
 #include "attention/decode_attention_params.h"
 
 namespace kc::cuda_detail {
+namespace decode {
+struct SplitLayout;
+}
 
 // Portable fp32-math kernels: every dtype, head dims up to 256, any block size.
 void forward_simt(const BlockSparseAttentionParams& p, cudaStream_t stream);
 // The backward's first pass: delta [B, Hq, max Sq] = rowsum(dO * O) - dlse, float32.
 void backward_delta(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, float* delta);
 void backward_simt(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, const float* delta);
-void decode_simt(const DecodeAttentionParams& p, cudaStream_t stream);
+// Decode's split pass (see decode_split.cuh for the layout, workspace and merge pass).
+void decode_simt(const DecodeAttentionParams& p, const decode::SplitLayout& L, cudaStream_t stream, float* ws);
+bool decode_sm80_supports(const DecodeAttentionParams& p, int capability_major);
+void decode_sm80(const DecodeAttentionParams& p, const decode::SplitLayout& L, cudaStream_t stream, float* ws);
 
 // Tensor-core forward for sm_80+ (mma.sync, cp.async). Returns false, without launching, when
 // the inputs are outside what it supports (see forward_sm80_supports).

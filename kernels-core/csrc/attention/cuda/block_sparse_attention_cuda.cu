@@ -5,6 +5,7 @@
 #include "attention/block_sparse_attention.h"
 #include "attention/cuda/attention_kernels.h"
 #include "attention/cuda/cuda_common.cuh"
+#include "attention/cuda/decode_split.cuh"
 #include "attention/decode_attention_params.h"
 
 namespace kc {
@@ -65,8 +66,31 @@ void block_sparse_attention_backward_cuda(const BlockSparseAttentionBackwardPara
 void decode_attention_cuda(const DecodeAttentionParams& params, std::uintptr_t stream, int device) {
   params.validate();
   check_head_dim(params.head_dim, "decode_attention");
-  cuda_detail::check(cudaSetDevice(device), "decode_attention", "selecting the device");
-  cuda_detail::decode_simt(params, reinterpret_cast<cudaStream_t>(stream));
+  const char* op = "decode_attention";
+  cuda_detail::check(cudaSetDevice(device), op, "selecting the device");
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  int sm_count = 1;
+  cuda_detail::check(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), op,
+                     "querying the device");
+  const cuda_detail::decode::SplitLayout layout = cuda_detail::decode::make_layout(params, sm_count);
+  void* ws = nullptr;
+  const size_t bytes =
+      sizeof(float) * static_cast<size_t>(params.batch * params.heads_kv * layout.splits * layout.rows *
+                                          (params.head_dim + 2));
+  cuda_detail::check(cudaMallocAsync(&ws, bytes, s), op, "allocating the workspace");
+  try {
+    auto* w = static_cast<float*>(ws);
+    if (cuda_detail::decode_sm80_supports(params, cuda_detail::compute_capability_major(device))) {
+      cuda_detail::decode_sm80(params, layout, s, w);
+    } else {
+      cuda_detail::decode_simt(params, layout, s, w);
+    }
+    cuda_detail::decode::merge(params, layout, s, w);
+  } catch (...) {
+    cudaFreeAsync(ws, s);
+    throw;
+  }
+  cuda_detail::check(cudaFreeAsync(ws, s), op, "freeing the workspace");
 }
 
 }  // namespace kc

@@ -1,5 +1,6 @@
 // Decode attention on CUDA: split-K SIMT kernels (flash-decoding), fp32 math.
 //
+// (The split layout, workspace and merge pass live in decode_split.cuh.)
 // Pass 1: a CTA of 4 warps owns up to 16 query rows (the Sq queries of the query heads of one
 // key/value head) and one split of that head's key list. It gathers 32 keys at a time (by
 // position list or contiguously) into shared memory, lane j scores key j, and the warp keeps a
@@ -9,39 +10,18 @@
 
 #include "attention/cuda/attention_kernels.h"
 #include "attention/cuda/cuda_common.cuh"
+#include "attention/cuda/decode_split.cuh"
 
 namespace kc::cuda_detail {
 namespace {
+using decode::SplitLayout;
+using decode::split_state;
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerWarp = 4;
 constexpr int kTileRows = kWarps * kRowsPerWarp;
 constexpr int kTileKeys = 32;
-constexpr int64_t kMinKeysPerSplit = 256;
-
-struct SplitLayout {
-  int64_t rows, row_tiles, splits, keys_per_split;
-};
-
-SplitLayout make_layout(const DecodeAttentionParams& p, int sm_count) {
-  SplitLayout L{};
-  L.rows = p.group_size() * p.seqlen_q;
-  L.row_tiles = (L.rows + kTileRows - 1) / kTileRows;
-  const int64_t longest = p.kv_indices != 0 ? p.num_indices : p.cache_len;
-  const int64_t ctas = p.batch * p.heads_kv * L.row_tiles;
-  const int64_t wanted = (2 * static_cast<int64_t>(sm_count) + ctas - 1) / ctas;
-  L.splits = max(int64_t{1}, min(wanted, (longest + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
-  L.keys_per_split = (longest + L.splits - 1) / L.splits;
-  return L;
-}
-
-// Workspace per (batch * kv head, split, row): o [Dp], m, l.
-__device__ __forceinline__ float* split_state(float* ws, const SplitLayout& L, int64_t bh, int64_t split, int64_t row,
-                                              int64_t D) {
-  return ws + ((bh * L.splits + split) * L.rows + row) * (D + 2);
-}
-
 template <typename T, int kChunks>
 __global__ void __launch_bounds__(kThreads) decode_split_kernel(const DecodeAttentionParams p, const SplitLayout L,
                                                                 float* ws) {
@@ -153,39 +133,6 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const DecodeAtte
   }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads) decode_merge_kernel(const DecodeAttentionParams p, const SplitLayout L,
-                                                                const float* ws) {
-  const int64_t global_row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (global_row >= p.batch * p.heads_kv * L.rows) return;
-  const int64_t bh = global_row / L.rows, row = global_row % L.rows;
-  const int64_t D = p.head_dim;
-  float m = -INFINITY;
-  for (int64_t s = 0; s < L.splits; ++s) m = fmaxf(m, split_state(const_cast<float*>(ws), L, bh, s, row, D)[D]);
-  float l = 0.0f;
-  const int64_t b = bh / p.heads_kv, hk = bh % p.heads_kv;
-  const int64_t h = hk * p.group_size() + row / p.seqlen_q, i = row % p.seqlen_q;
-  T* out = reinterpret_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + i * p.out_stride[2];
-  for (int64_t s = 0; s < L.splits && m != -INFINITY; ++s) {
-    const float* st = split_state(const_cast<float*>(ws), L, bh, s, row, D);
-    if (st[D + 1] > 0.0f) l += st[D + 1] * exp2f(st[D] - m);
-  }
-  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-  for (int64_t d = lane; d < D; d += 32) {
-    float acc = 0.0f;
-    for (int64_t s = 0; s < L.splits && m != -INFINITY; ++s) {
-      const float* st = split_state(const_cast<float*>(ws), L, bh, s, row, D);
-      if (st[D + 1] > 0.0f) acc += st[d] * exp2f(st[D] - m);
-    }
-    out[d] = from_float<T>(acc * inv);
-  }
-  if (lane == 0) {
-    reinterpret_cast<float*>(p.lse)[(b * p.heads_q + h) * p.seqlen_q + i] =
-        l > 0.0f ? (m + log2f(l)) * kLn2 : -INFINITY;
-  }
-}
-
 template <typename T, int kChunks>
 void launch(const DecodeAttentionParams& p, const SplitLayout& L, cudaStream_t stream, float* ws) {
   const size_t smem = sizeof(float) * (kTileRows * p.head_dim + kTileKeys * (p.head_dim + 1) + kTileKeys * p.head_dim);
@@ -195,9 +142,6 @@ void launch(const DecodeAttentionParams& p, const SplitLayout& L, cudaStream_t s
                   static_cast<unsigned>(p.batch * p.heads_kv));
   split_kernel<<<grid, kThreads, smem, stream>>>(p, L, ws);
   check(cudaGetLastError(), "decode_attention", "split launch");
-  const int64_t rows = p.batch * p.heads_kv * L.rows;
-  decode_merge_kernel<T><<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(p, L, ws);
-  check(cudaGetLastError(), "decode_attention", "merge launch");
 }
 
 template <typename T>
@@ -218,33 +162,15 @@ void launch_for_head_dim(const DecodeAttentionParams& p, const SplitLayout& L, c
 
 }  // namespace
 
-void decode_simt(const DecodeAttentionParams& p, cudaStream_t stream) {
-  int device = 0, sm_count = 1;
-  check(cudaGetDevice(&device), "decode_attention", "querying the device");
-  check(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), "decode_attention",
-        "querying the device");
-  const SplitLayout L = make_layout(p, sm_count);
-  void* ws = nullptr;
-  const size_t bytes = sizeof(float) * static_cast<size_t>(p.batch * p.heads_kv * L.splits * L.rows * (p.head_dim + 2));
-  check(cudaMallocAsync(&ws, bytes, stream), "decode_attention", "allocating the workspace");
-  try {
-    auto* w = static_cast<float*>(ws);
-    switch (p.dtype) {
-      case DType::kFloat32:
-        launch_for_head_dim<float>(p, L, stream, w);
-        break;
-      case DType::kFloat16:
-        launch_for_head_dim<__half>(p, L, stream, w);
-        break;
-      case DType::kBFloat16:
-        launch_for_head_dim<__nv_bfloat16>(p, L, stream, w);
-        break;
-    }
-  } catch (...) {
-    cudaFreeAsync(ws, stream);
-    throw;
+void decode_simt(const DecodeAttentionParams& p, const decode::SplitLayout& L, cudaStream_t stream, float* ws) {
+  switch (p.dtype) {
+    case DType::kFloat32:
+      return launch_for_head_dim<float>(p, L, stream, ws);
+    case DType::kFloat16:
+      return launch_for_head_dim<__half>(p, L, stream, ws);
+    case DType::kBFloat16:
+      return launch_for_head_dim<__nv_bfloat16>(p, L, stream, ws);
   }
-  check(cudaFreeAsync(ws, stream), "decode_attention", "freeing the workspace");
 }
 
 }  // namespace kc::cuda_detail
