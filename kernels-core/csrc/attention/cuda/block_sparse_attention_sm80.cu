@@ -210,6 +210,9 @@ void launch_for_head_dim(const BlockSparseAttentionParams& p, cudaStream_t strea
 }  // namespace
 
 bool forward_sm80_supports(const BlockSparseAttentionParams& p, int capability_major) {
+#if !defined(KC_TENSOR_CORE_KERNELS)
+  return false;  // built for architectures below sm_80 too: see CMakeLists.txt
+#endif
   if (capability_major < 8) return false;
   if (p.dtype != DType::kBFloat16 && p.dtype != DType::kFloat16) return false;
   if (p.head_dim != 64 && p.head_dim != 128) return false;

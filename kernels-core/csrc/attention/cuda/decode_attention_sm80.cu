@@ -224,6 +224,9 @@ void launch(const DecodeAttentionParams& p, const SplitLayout& L, cudaStream_t s
 }  // namespace
 
 bool decode_sm80_supports(const DecodeAttentionParams& p, int capability_major) {
+#if !defined(KC_TENSOR_CORE_KERNELS)
+  return false;  // built for architectures below sm_80 too: see CMakeLists.txt
+#endif
   if (capability_major < 8) return false;
   if (p.dtype != DType::kBFloat16 && p.dtype != DType::kFloat16) return false;
   if (p.head_dim != 64 && p.head_dim != 128) return false;
