@@ -238,7 +238,6 @@ __global__ void __launch_bounds__(kThreads) forward_sm90_kernel(const BlockSpars
     wgmma_wait_all();
     fence_operands(sacc);
 
-    float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int t = 0; t < kKTiles; ++t) {
 #pragma unroll
@@ -247,35 +246,9 @@ __global__ void __launch_bounds__(kThreads) forward_sm90_kernel(const BlockSpars
         const int r = e / 2;
         const bool visible = key < seq.k_len && (!p.causal || key <= my_row[r] + causal_offset);
         sacc[t][e] = visible ? sacc[t][e] * score_scale : -INFINITY;
-        tile_max[r] = fmaxf(tile_max[r], sacc[t][e]);
       }
     }
-    float alpha[2], m_use[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(kFullMask, tile_max[r], 1));
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(kFullMask, tile_max[r], 2));
-      const float m_new = fmaxf(m[r], tile_max[r]);
-      m_use[r] = m_new == -INFINITY ? 0.0f : m_new;
-      alpha[r] = exp2f(m[r] - m_use[r]);
-      m[r] = m_new;
-      l[r] *= alpha[r];
-    }
-#pragma unroll
-    for (int t = 0; t < kDTiles; ++t) {
-      o[t][0] *= alpha[0];
-      o[t][1] *= alpha[0];
-      o[t][2] *= alpha[1];
-      o[t][3] *= alpha[1];
-    }
-#pragma unroll
-    for (int t = 0; t < kKTiles; ++t) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        sacc[t][e] = exp2f(sacc[t][e] - m_use[e / 2]);
-        l[e / 2] += sacc[t][e];
-      }
-    }
+    online_softmax_update(sacc, o, m, l);
 
     // All A fragments are written before the fence that orders them before the wgmmas.
     uint32_t pa[kKTiles / 2][4];

@@ -45,6 +45,31 @@ __device__ __forceinline__ float warp_sum(float x) {
   return x;
 }
 
+// One row's online-softmax step over a tile of keys held one per lane: lane j has the score s of
+// key j (log2 domain, -inf when hidden). Updates the running max m and sum l and accumulates
+// o[c] (output column lane + 32 c) += sum_j p_j v[j, :], with v rows `ldv` floats apart.
+template <int kChunks>
+__device__ __forceinline__ void warp_softmax_step(float s, int keys, const float* v, int ldv, int D, float& m,
+                                                  float& l, float (&o)[kChunks]) {
+  const float tile_max = warp_max(s);
+  if (tile_max == -INFINITY) return;  // the row sees no key of this tile
+  const float m_new = fmaxf(m, tile_max);
+  const float alpha = exp2f(m - m_new);
+  const float prob = exp2f(s - m_new);  // 0 for hidden keys
+  l = l * alpha + warp_sum(prob);
+  m = m_new;
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) o[c] *= alpha;
+  for (int j = 0; j < keys; ++j) {
+    const float pj = __shfl_sync(kFullMask, prob, j);
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int d = threadIdx.x % 32 + 32 * c;
+      if (d < D) o[c] += pj * v[j * ldv + d];
+    }
+  }
+}
+
 inline void check(cudaError_t err, const char* op, const char* what) {
   if (err != cudaSuccess) {
     throw std::runtime_error(std::string(op) + " (CUDA): " + what + ": " + cudaGetErrorString(err));

@@ -96,23 +96,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const DecodeAtte
         for (int d = 0; d < D; ++d) dot += qs[r * D + d] * ks[lane * ld + d];
         s = dot;
       }
-      const float tile_max = warp_max(s);
-      if (tile_max == -INFINITY) continue;
-      const float m_new = fmaxf(m[rr], tile_max);
-      const float alpha = exp2f(m[rr] - m_new);
-      const float prob = visible ? exp2f(s - m_new) : 0.0f;
-      l[rr] = l[rr] * alpha + warp_sum(prob);
-      m[rr] = m_new;
-#pragma unroll
-      for (int c = 0; c < kChunks; ++c) o[rr][c] *= alpha;
-      for (int jj = 0; jj < keys; ++jj) {
-        const float pj = __shfl_sync(kFullMask, prob, jj);
-#pragma unroll
-        for (int c = 0; c < kChunks; ++c) {
-          const int d = lane + 32 * c;
-          if (d < D) o[rr][c] += pj * vs[jj * D + d];
-        }
-      }
+      warp_softmax_step(s, keys, vs, D, D, m[rr], l[rr], o[rr]);
     }
   }
 

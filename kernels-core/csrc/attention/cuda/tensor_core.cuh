@@ -157,6 +157,46 @@ struct TileCursor {
   }
 };
 
+// Folds one tile of scores into the running softmax of this lane's two rows. Layout: the m16n8
+// accumulators, entries e < 2 in row `group`, e >= 2 in row `group + 8`, a row spread over the 4
+// lanes of a quad. `s` holds log2-domain scores with hidden entries at -inf and returns
+// P = 2^(s - m); `o` is rescaled by the change of running max; `l` collects this lane's part of
+// each row sum (reduce over the quad at the end).
+template <int kKTiles, int kDTiles>
+__device__ __forceinline__ void online_softmax_update(float (&s)[kKTiles][4], float (&o)[kDTiles][4], float (&m)[2],
+                                                      float (&l)[2]) {
+  float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int t = 0; t < kKTiles; ++t) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) tile_max[e / 2] = fmaxf(tile_max[e / 2], s[t][e]);
+  }
+  float alpha[2], m_use[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(kFullMask, tile_max[r], 1));
+    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(kFullMask, tile_max[r], 2));
+    const float m_new = fmaxf(m[r], tile_max[r]);
+    m_use[r] = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet stays at zero
+    alpha[r] = exp2f(m[r] - m_use[r]);
+    m[r] = m_new;
+    l[r] *= alpha[r];
+  }
+#pragma unroll
+  for (int t = 0; t < kDTiles; ++t) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[t][e] *= alpha[e / 2];
+  }
+#pragma unroll
+  for (int t = 0; t < kKTiles; ++t) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      s[t][e] = exp2f(s[t][e] - m_use[e / 2]);
+      l[e / 2] += s[t][e];
+    }
+  }
+}
+
 // True when `address` and every stride (in elements of `element_bytes`) keep 16-byte alignment.
 inline bool aligned_rows(std::uintptr_t address, const std::array<int64_t, 3>& stride, int64_t element_bytes) {
   if (address % 16 != 0) return false;
