@@ -38,3 +38,12 @@ def test_attention_benchmark_writes_report(tmp_path):
     assert "## Block-sparse attention vs dense SDPA (CPU)" in page and "## attention_cuda" in page
     decode = json.loads((tmp_path / "decode_cpu.json").read_text())
     assert [row["kept per head"] for row in decode["rows"]] == ["all", "25%"] * 2
+
+
+def test_chamfer_benchmark_writes_report(tmp_path):
+    bench = _load(ROOT / "kernels-core" / "benchmarks" / "bench_chamfer.py")
+    args = ["--sizes", "300", "--batch", "1", "--warmup", "0", "--repeats", "1", "--out", str(tmp_path)]
+    assert bench.main(args) == 0
+    report = json.loads((tmp_path / "chamfer_cpu.json").read_text())
+    assert [row["direction"] for row in report["rows"]] == ["single", "both"]
+    assert all(row["max |loss diff|"] < 1e-4 and row["kernels-core ms"] > 0 for row in report["rows"])

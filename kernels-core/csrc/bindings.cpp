@@ -12,6 +12,7 @@
 #include "attention/block_sparse_attention.h"
 #include "attention/decode_attention_params.h"
 #include "common/cpu_features.h"
+#include "geometry/nearest_neighbor.h"
 #include "common/cuda_runtime.h"
 
 namespace py = pybind11;
@@ -211,6 +212,22 @@ PYBIND11_MODULE(_C, m) {
   m.def("block_recall_counts_cpu", &kc::block_recall_counts_cpu, py::arg("params"), py::arg("num_threads"),
         release_gil);
   m.def("block_top_indices_cpu", &kc::block_top_indices_cpu, py::arg("params"), py::arg("num_threads"), release_gil);
+
+  using NN = kc::NearestNeighborParams;
+  py::class_<NN>(m, "NearestNeighborParams")
+      .def(py::init<>())
+      .def_readwrite("x", &NN::x)
+      .def_readwrite("y", &NN::y)
+      .def_readwrite("dist", &NN::dist)
+      .def_readwrite("index", &NN::index)
+      .def_readwrite("batch", &NN::batch)
+      .def_readwrite("n", &NN::n)
+      .def_readwrite("m", &NN::m)
+      .def_readwrite("x_stride", &NN::x_stride)
+      .def_readwrite("y_stride", &NN::y_stride);
+  m.def("nearest_neighbor_cpu", &kc::nearest_neighbor_cpu, py::arg("params"), py::arg("num_threads"), release_gil);
+  m.def("nearest_neighbor_cuda", &kc::nearest_neighbor_cuda, py::arg("params"), py::arg("stream"), py::arg("device"),
+        release_gil);
 
   m.def("block_sparse_attention_backward_cuda", &kc::block_sparse_attention_backward_cuda, py::arg("params"),
         py::arg("stream"), py::arg("device"), release_gil);

@@ -213,3 +213,18 @@ def test_hopper_wgmma_varlen_and_strided(monkeypatch):
     )
     torch.testing.assert_close(actual.cpu(), expected, **TOLERANCES[torch.bfloat16])
     test_cuda_varlen_matches_reference()
+
+
+def test_cuda_nearest_neighbor_and_chamfer_match_reference():
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 3001, 3, generator=g).cuda().requires_grad_()
+    y = torch.randn(2, 2047, 3, generator=g).cuda().requires_grad_()
+    dist, index = kernels_core.nearest_neighbor(x, y)
+    ref_dist, ref_index = reference.nearest_neighbor(x, y)
+    assert torch.equal(index, ref_index)
+    torch.testing.assert_close(dist, ref_dist, atol=1e-5, rtol=1e-5)
+    loss = kernels_core.chamfer_distance(x, y).loss.sum()
+    expected = reference.chamfer_distance(x, y)[0].sum()
+    torch.testing.assert_close(loss, expected, atol=1e-4, rtol=1e-5)
+    for a, e in zip(torch.autograd.grad(loss, (x, y)), torch.autograd.grad(expected, (x, y)), strict=True):
+        torch.testing.assert_close(a, e, atol=1e-6, rtol=1e-5)

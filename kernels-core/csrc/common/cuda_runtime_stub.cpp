@@ -4,6 +4,7 @@
 
 #include "attention/block_sparse_attention.h"
 #include "attention/decode_attention_params.h"
+#include "geometry/nearest_neighbor.h"
 #include "common/cuda_runtime.h"
 
 namespace kc {
@@ -33,5 +34,7 @@ void block_sparse_attention_backward_cuda(const BlockSparseAttentionBackwardPara
 }
 
 void decode_attention_cuda(const DecodeAttentionParams&, std::uintptr_t, int) { no_cuda("decode_attention"); }
+
+void nearest_neighbor_cuda(const NearestNeighborParams&, std::uintptr_t, int) { no_cuda("nearest_neighbor"); }
 
 }  // namespace kc

@@ -8,6 +8,7 @@ Public API::
     kernels_core.decode_attention(q, k_cache, v_cache, kv_indices=..., cache_seqlens=...)
     kernels_core.predict_block_indices(q, k, gamma=0.9)   # the mask predictor, or step by step:
     kernels_core.block_scores / recall_block_counts / select_top_blocks
+    kernels_core.chamfer_distance(x, y, single_directional=False)  # point sets [B, N, 3]
     kernels_core.reference        # pure-torch reference of every op
     kernels_core.masks            # block-mask helpers
     kernels_core.info()           # build and device report (also: python -m kernels_core info)
@@ -23,7 +24,9 @@ from kernels_core.ops import (
     block_scores,
     block_sparse_attention,
     block_sparse_attention_varlen,
+    chamfer_distance,
     decode_attention,
+    nearest_neighbor,
     predict_block_indices,
     recall_block_counts,
     select_top_blocks,
@@ -36,11 +39,13 @@ __all__ = [
     "block_scores",
     "block_sparse_attention",
     "block_sparse_attention_varlen",
+    "chamfer_distance",
     "check_compatibility",
     "cpu_isa",
     "decode_attention",
     "info",
     "masks",
+    "nearest_neighbor",
     "predict_block_indices",
     "recall_block_counts",
     "reference",

@@ -21,6 +21,7 @@ OPS: dict[str, tuple[str, ...]] = {
     "block_sparse_attention_varlen": ("cpu", "cuda"),
     "decode_attention": ("cpu", "cuda"),
     "block_scores": ("cpu", "cuda"),
+    "nearest_neighbor": ("cpu", "cuda"),
 }
 
 

@@ -8,12 +8,16 @@ from kernels_core.ops.block_selection import (
     select_top_blocks,
 )
 from kernels_core.ops.decode import decode_attention
+from kernels_core.ops.geometry import ChamferDistance, chamfer_distance, nearest_neighbor
 
 __all__ = [
+    "ChamferDistance",
     "block_scores",
     "block_sparse_attention",
     "block_sparse_attention_varlen",
+    "chamfer_distance",
     "decode_attention",
+    "nearest_neighbor",
     "predict_block_indices",
     "recall_block_counts",
     "select_top_blocks",

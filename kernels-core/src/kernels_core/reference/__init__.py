@@ -13,6 +13,7 @@ from kernels_core.reference.attention import (
 )
 from kernels_core.reference.block_selection import block_scores, recall_block_counts, select_top_blocks
 from kernels_core.reference.decode import decode_attention
+from kernels_core.reference.geometry import chamfer_distance, nearest_neighbor
 
 __all__ = [
     "attention_mask_from_blocks",
@@ -20,7 +21,9 @@ __all__ = [
     "block_sparse_attention",
     "block_sparse_attention_backward",
     "block_sparse_attention_varlen",
+    "chamfer_distance",
     "decode_attention",
+    "nearest_neighbor",
     "recall_block_counts",
     "select_top_blocks",
 ]
