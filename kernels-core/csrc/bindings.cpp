@@ -117,6 +117,7 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("mask_stride", &Params::mask_stride)
       .def_readwrite("block_counts", &Params::block_counts)
       .def_readwrite("block_indices", &Params::block_indices)
+      .def_readwrite("indices_width", &Params::indices_width)
       .def_readwrite("counts_stride", &Params::counts_stride)
       .def_readwrite("indices_stride", &Params::indices_stride)
       .def_readwrite("block_q", &Params::block_q)

@@ -71,8 +71,8 @@ def test_backward_with_index_lists_equals_mask(generator):
         torch.testing.assert_close(a, e, atol=1e-6, rtol=1e-6)
 
 
-def test_backward_is_deterministic_across_threads(generator):
-    """dq is summed under locks in whatever order threads arrive: the result must not drift."""
+def test_backward_thread_count_changes_only_rounding(generator):
+    """dq is summed under locks in whatever order threads arrive: only the last bits may move."""
     q, k, v, mask, block = attention_inputs((1, 4, 4, 256, 256, 64, (64, 64)), torch.float32, generator,
                                             requires_grad=True)  # fmt: skip
     out = kernels_core.block_sparse_attention(q, k, v, mask, block_size=block)

@@ -77,6 +77,20 @@ def test_bad_index_lists_raise(counts, indices, message):
         kernels_core.block_sparse_attention(q, q, q, lists, block_size=(16, 8))
 
 
+def test_unchecked_lists_never_read_past_their_width(generator):
+    """With check_indices=False the kernel still clamps counts to L (no out-of-bounds read)."""
+    q, k, v, mask, block = attention_inputs((1, 2, 2, 128, 256, 16, (32, 32)), torch.float32, generator)
+    lists = masks.block_mask_to_indices(mask)
+    width = lists.indices.shape[-1]
+    too_many = BlockIndices(torch.full_like(lists.counts, width + 1000), lists.indices)
+    clamped = BlockIndices(torch.full_like(lists.counts, width), lists.indices)
+    with pytest.raises(ValueError, match="counts must lie in"):
+        kernels_core.block_sparse_attention(q, k, v, too_many, block_size=block)
+    out = kernels_core.block_sparse_attention(q, k, v, too_many, block_size=block, check_indices=False)
+    expected = kernels_core.block_sparse_attention(q, k, v, clamped, block_size=block, check_indices=False)
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+
+
 def test_index_lists_need_int_tensors():
     q = torch.randn(1, 1, 16, 8)
     with pytest.raises(TypeError, match=r"block_mask\.counts must be an int32"):

@@ -52,6 +52,7 @@ struct BlockSparseAttentionParams {
   std::uintptr_t block_mask = 0;
   std::array<int64_t, 4> mask_stride{};
   std::uintptr_t block_counts = 0, block_indices = 0;
+  int64_t indices_width = 0;  // L: counts above it are clamped (the value checks live in Python)
   std::array<int64_t, 3> counts_stride{};
   std::array<int64_t, 4> indices_stride{};
 
@@ -77,7 +78,8 @@ struct BlockSparseAttentionParams {
   KC_HOST_DEVICE int64_t row_length(int64_t b, int64_t h, int64_t qb) const {
     if (block_counts == 0) return num_key_blocks();
     const auto* counts = reinterpret_cast<const int32_t*>(block_counts);
-    return counts[b * counts_stride[0] + h * counts_stride[1] + qb * counts_stride[2]];
+    const int64_t count = counts[b * counts_stride[0] + h * counts_stride[1] + qb * counts_stride[2]];
+    return count < indices_width ? count : indices_width;  // never read past the list
   }
 
   KC_HOST_DEVICE int64_t row_block(int64_t b, int64_t h, int64_t qb, int64_t j) const {

@@ -51,6 +51,28 @@ def check_dim(name: str, actual: int, expected: int, what: str) -> None:
         raise ValueError(f"{name}: {what} must be {expected}, got {actual}")
 
 
+CUDA_MAX_HEAD_DIM = 256
+
+
+def check_cuda_head_dim(name: str, x: torch.Tensor) -> None:
+    """The CUDA kernels keep a row of the head dimension in registers: at most 256."""
+    if x.device.type == "cuda" and x.shape[-1] > CUDA_MAX_HEAD_DIM:
+        raise ValueError(
+            f"{name}: the cuda kernel supports head dimensions up to {CUDA_MAX_HEAD_DIM}, got {x.shape[-1]}"
+        )
+
+
+def has_repeated_entries(values: torch.Tensor, used: torch.Tensor) -> bool:
+    """True when some row of ``values`` [..., L] repeats a value among the entries ``used`` marks."""
+    width = values.shape[-1]
+    if width < 2:
+        return False
+    # Unused entries get distinct negative keys so they never look like repeats.
+    filler = -1 - torch.arange(width, device=values.device, dtype=values.dtype)
+    ordered = torch.where(used, values, filler).sort(dim=-1).values
+    return bool((ordered[..., 1:] == ordered[..., :-1]).any())
+
+
 def check_block_size(block_size: object) -> tuple[int, int]:
     """``block_size`` is a pair of positive ints (query block, key block)."""
     if (

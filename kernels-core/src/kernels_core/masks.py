@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import torch
 
+from kernels_core import _checks
+
 
 class BlockIndices(NamedTuple):
     """Key-block index lists.
@@ -96,14 +98,10 @@ def check_block_indices(name: str, block_indices: BlockIndices, num_key_blocks: 
             f"{name}.indices must be key-block indices in [0, {num_key_blocks}), "
             f"got values in [{int(used.min())}, {int(used.max())}]"
         )
-    if width > 1:
-        # Unused entries get distinct negative keys so they never look like duplicates.
-        filler = -1 - torch.arange(width, device=indices.device, dtype=indices.dtype)
-        ordered = torch.where(valid, indices, filler).sort(dim=-1).values
-        if bool((ordered[..., 1:] == ordered[..., :-1]).any()):
-            raise ValueError(
-                f"{name}.indices lists a key block twice in some row; each row must be duplicate-free"
-            )
+    if _checks.has_repeated_entries(indices, valid):
+        raise ValueError(
+            f"{name}.indices lists a key block twice in some row; each row must be duplicate-free"
+        )
 
 
 def num_blocks(seqlen: int, block: int) -> int:

@@ -32,9 +32,9 @@ __global__ void __launch_bounds__(kThreads) delta_kernel(const BlockSparseAttent
   const SequenceSpan seq = p.sequence(b);
   if (row >= seq.q_len) return;
   const int64_t i = seq.q_start + row;
-  const T* o = reinterpret_cast<const T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + i * p.out_stride[2];
+  const T* o = token_ptr<const T>(p.out, p.out_stride, b, h, i);
   const T* dout =
-      reinterpret_cast<const T*>(p.dout) + b * p.dout_stride[0] + h * p.dout_stride[1] + i * p.dout_stride[2];
+      token_ptr<const T>(p.dout, p.dout_stride, b, h, i);
   float acc = 0.0f;
   for (int64_t d = lane; d < p.head_dim; d += 32) acc += to_float(o[d]) * to_float(dout[d]);
   acc = warp_sum(acc);
@@ -82,8 +82,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const BlockSparseAttenti
   const int64_t seq_query_blocks = (seq.q_len + p.block_q - 1) / p.block_q;
   const float score_scale = p.scale * kLog2e;
 
-  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1] + seq.k_start * p.k_stride[2];
-  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1] + seq.k_start * p.v_stride[2];
+  const T* kg = token_ptr<const T>(p.k, p.k_stride, b, hk, seq.k_start);
+  const T* vg = token_ptr<const T>(p.v, p.v_stride, b, hk, seq.k_start);
   load_rows(ks, D, kg, p.k_stride[2], key0, keys, D);
   load_rows(vs, D, vg, p.v_stride[2], key0, keys, D);
 
@@ -96,11 +96,11 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const BlockSparseAttenti
 
   for (int64_t g = 0; g < group; ++g) {
     const int64_t h = hk * group + g;
-    const T* qg = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + seq.q_start * p.q_stride[2];
+    const T* qg = token_ptr<const T>(p.q, p.q_stride, b, h, seq.q_start);
     const T* dog =
-        reinterpret_cast<const T*>(p.dout) + b * p.dout_stride[0] + h * p.dout_stride[1] + seq.q_start * p.dout_stride[2];
+        token_ptr<const T>(p.dout, p.dout_stride, b, h, seq.q_start);
     const float* lg =
-        reinterpret_cast<const float*>(p.lse) + b * p.lse_stride[0] + h * p.lse_stride[1] + seq.q_start * p.lse_stride[2];
+        token_ptr<const float>(p.lse, p.lse_stride, b, h, seq.q_start);
     const float* dg = delta + (b * p.heads_q + h) * p.seqlen_q;
     for (int64_t qb = 0; qb < seq_query_blocks; ++qb) {
       if (!p.block_enabled(b, h, qb, kb)) continue;
@@ -151,8 +151,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const BlockSparseAttenti
     }
   }
 
-  T* dkg = reinterpret_cast<T*>(p.dk) + b * p.dk_stride[0] + hk * p.dk_stride[1] + seq.k_start * p.dk_stride[2];
-  T* dvg = reinterpret_cast<T*>(p.dv) + b * p.dv_stride[0] + hk * p.dv_stride[1] + seq.k_start * p.dv_stride[2];
+  T* dkg = token_ptr<T>(p.dk, p.dk_stride, b, hk, seq.k_start);
+  T* dvg = token_ptr<T>(p.dv, p.dv_stride, b, hk, seq.k_start);
 #pragma unroll
   for (int rr = 0; rr < kRowsPerWarp; ++rr) {
     const int kr = warp * kRowsPerWarp + rr;
@@ -193,13 +193,13 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BlockSparseAttention
   const float score_scale = p.scale * kLog2e;
   const int64_t seq_key_blocks = (seq.k_len + p.block_k - 1) / p.block_k;
 
-  const T* qg = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + seq.q_start * p.q_stride[2];
+  const T* qg = token_ptr<const T>(p.q, p.q_stride, b, h, seq.q_start);
   const T* dog =
-      reinterpret_cast<const T*>(p.dout) + b * p.dout_stride[0] + h * p.dout_stride[1] + seq.q_start * p.dout_stride[2];
-  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1] + seq.k_start * p.k_stride[2];
-  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1] + seq.k_start * p.v_stride[2];
+      token_ptr<const T>(p.dout, p.dout_stride, b, h, seq.q_start);
+  const T* kg = token_ptr<const T>(p.k, p.k_stride, b, hk, seq.k_start);
+  const T* vg = token_ptr<const T>(p.v, p.v_stride, b, hk, seq.k_start);
   const float* lg =
-      reinterpret_cast<const float*>(p.lse) + b * p.lse_stride[0] + h * p.lse_stride[1] + seq.q_start * p.lse_stride[2];
+      token_ptr<const float>(p.lse, p.lse_stride, b, h, seq.q_start);
   const float* dg = delta + (b * p.heads_q + h) * p.seqlen_q;
   load_rows(qs, D, qg, p.q_stride[2], i0, rows, D);
   load_rows(dos, D, dog, p.dout_stride[2], i0, rows, D);
@@ -254,7 +254,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BlockSparseAttention
     }
   }
 
-  float* dqg = reinterpret_cast<float*>(p.dq_accum) + b * p.dq_stride[0] + h * p.dq_stride[1] + seq.q_start * p.dq_stride[2];
+  float* dqg = token_ptr<float>(p.dq_accum, p.dq_stride, b, h, seq.q_start);
 #pragma unroll
   for (int rr = 0; rr < kRowsPerWarp; ++rr) {
     const int r = warp * kRowsPerWarp + rr;

@@ -49,8 +49,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_sm80_kernel(const BlockSparseAt
   const int64_t seq_query_blocks = (seq.q_len + p.block_q - 1) / p.block_q;
   const float score_scale = p.scale * kLog2e;
 
-  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1] + seq.k_start * p.k_stride[2];
-  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1] + seq.k_start * p.v_stride[2];
+  const T* kg = token_ptr<const T>(p.k, p.k_stride, b, hk, seq.k_start);
+  const T* vg = token_ptr<const T>(p.v, p.v_stride, b, hk, seq.k_start);
   load_tile<T, D>(sk, kg, p.k_stride[2], key0, seq.k_len);
   load_tile<T, D>(sv, vg, p.v_stride[2], key0, seq.k_len);
   cp_async_commit();
@@ -65,11 +65,11 @@ __global__ void __launch_bounds__(kThreads) dkdv_sm80_kernel(const BlockSparseAt
 
   for (int64_t g = 0; g < group; ++g) {
     const int64_t h = hk * group + g;
-    const T* qg = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + seq.q_start * p.q_stride[2];
+    const T* qg = token_ptr<const T>(p.q, p.q_stride, b, h, seq.q_start);
     const T* dog =
-        reinterpret_cast<const T*>(p.dout) + b * p.dout_stride[0] + h * p.dout_stride[1] + seq.q_start * p.dout_stride[2];
+        token_ptr<const T>(p.dout, p.dout_stride, b, h, seq.q_start);
     const float* lg =
-        reinterpret_cast<const float*>(p.lse) + b * p.lse_stride[0] + h * p.lse_stride[1] + seq.q_start * p.lse_stride[2];
+        token_ptr<const float>(p.lse, p.lse_stride, b, h, seq.q_start);
     const float* dg = delta + (b * p.heads_q + h) * p.seqlen_q;
     for (int64_t qb = 0; qb < seq_query_blocks; ++qb) {
       if (!p.block_enabled(b, h, qb, kb)) continue;
@@ -145,8 +145,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_sm80_kernel(const BlockSparseAt
   }
   cp_async_wait<0>();
 
-  T* dkg = reinterpret_cast<T*>(p.dk) + b * p.dk_stride[0] + hk * p.dk_stride[1] + seq.k_start * p.dk_stride[2];
-  T* dvg = reinterpret_cast<T*>(p.dv) + b * p.dv_stride[0] + hk * p.dv_stride[1] + seq.k_start * p.dv_stride[2];
+  T* dkg = token_ptr<T>(p.dk, p.dk_stride, b, hk, seq.k_start);
+  T* dvg = token_ptr<T>(p.dv, p.dv_stride, b, hk, seq.k_start);
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if (my_key[r] >= seq.k_len) continue;
@@ -171,35 +171,27 @@ __global__ void __launch_bounds__(kThreads) dq_sm80_kernel(const BlockSparseAtte
   T* sk = sdo + kTile * D;
   T* sv = sk + kTile * D;
 
-  const int64_t b = blockIdx.z, h = blockIdx.y;
-  const SequenceSpan seq = p.sequence(b);
-  const int64_t tiles_per_block = p.block_q / kTile;
-  const int64_t qb = blockIdx.x / tiles_per_block;
-  const int64_t row0 = qb * p.block_q + (blockIdx.x % tiles_per_block) * kTile;
-  if (row0 >= seq.q_len) return;
-  const int64_t hk = h / p.group_size();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int group_id = lane / 4, lane_in_group = lane % 4;
-  const int64_t causal_offset = seq.k_len - seq.q_len;
-  const int64_t last_row = min(row0 + kTile, seq.q_len) - 1;
-  const int64_t last_visible_key = p.causal ? last_row + causal_offset : INT64_MAX;
-  const int64_t seq_key_blocks = (seq.k_len + p.block_k - 1) / p.block_k;
-  const int64_t candidates = p.row_length(b, h, qb);
+  const QueryTile tile_rows(p);
+  if (tile_rows.empty()) return;
+  const int64_t b = tile_rows.b, h = tile_rows.h, hk = tile_rows.hk, row0 = tile_rows.row0;
+  const SequenceSpan seq = tile_rows.seq;
+  const int warp = tile_rows.warp, lane = tile_rows.lane, lane_in_group = tile_rows.lane_in_group;
+  const int64_t causal_offset = tile_rows.causal_offset;
   const float score_scale = p.scale * kLog2e;
 
-  const T* qg = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + seq.q_start * p.q_stride[2];
+  const T* qg = token_ptr<const T>(p.q, p.q_stride, b, h, seq.q_start);
   const T* dog =
-      reinterpret_cast<const T*>(p.dout) + b * p.dout_stride[0] + h * p.dout_stride[1] + seq.q_start * p.dout_stride[2];
-  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1] + seq.k_start * p.k_stride[2];
-  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1] + seq.k_start * p.v_stride[2];
+      token_ptr<const T>(p.dout, p.dout_stride, b, h, seq.q_start);
+  const T* kg = token_ptr<const T>(p.k, p.k_stride, b, hk, seq.k_start);
+  const T* vg = token_ptr<const T>(p.v, p.v_stride, b, hk, seq.k_start);
   const float* lg =
-      reinterpret_cast<const float*>(p.lse) + b * p.lse_stride[0] + h * p.lse_stride[1] + seq.q_start * p.lse_stride[2];
+      token_ptr<const float>(p.lse, p.lse_stride, b, h, seq.q_start);
   const float* dg = delta + (b * p.heads_q + h) * p.seqlen_q;
   load_tile<T, D>(sq, qg, p.q_stride[2], row0, seq.q_len);
   load_tile<T, D>(sdo, dog, p.dout_stride[2], row0, seq.q_len);
   cp_async_commit();
 
-  const int64_t my_row[2] = {row0 + warp * 16 + group_id, row0 + warp * 16 + group_id + 8};
+  const int64_t (&my_row)[2] = tile_rows.my_row;
   float lse2[2], dl[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -214,8 +206,8 @@ __global__ void __launch_bounds__(kThreads) dq_sm80_kernel(const BlockSparseAtte
   for (int t = 0; t < kDTiles; ++t) dq[t][0] = dq[t][1] = dq[t][2] = dq[t][3] = 0.0f;
 
   TileCursor cursor;
-  for (int64_t tile = cursor.next(p, b, h, qb, candidates, seq_key_blocks, seq.k_len, last_visible_key); tile >= 0;
-       tile = cursor.next(p, b, h, qb, candidates, seq_key_blocks, seq.k_len, last_visible_key)) {
+  for (int64_t tile = tile_rows.next_tile(p, cursor); tile >= 0;
+       tile = tile_rows.next_tile(p, cursor)) {
     __syncthreads();  // the previous key tile is consumed
     load_tile<T, D>(sk, kg, p.k_stride[2], tile, seq.k_len);
     load_tile<T, D>(sv, vg, p.v_stride[2], tile, seq.k_len);
@@ -272,7 +264,7 @@ __global__ void __launch_bounds__(kThreads) dq_sm80_kernel(const BlockSparseAtte
 
   cp_async_wait<0>();  // a CTA that visited no key tile still has its Q/dO copies in flight
 
-  float* dqg = reinterpret_cast<float*>(p.dq_accum) + b * p.dq_stride[0] + h * p.dq_stride[1] + seq.q_start * p.dq_stride[2];
+  float* dqg = token_ptr<float>(p.dq_accum, p.dq_stride, b, h, seq.q_start);
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if (my_row[r] >= seq.q_len) continue;

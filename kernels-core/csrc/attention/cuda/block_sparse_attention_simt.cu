@@ -47,9 +47,9 @@ __global__ void __launch_bounds__(kWarps * 32) block_sparse_attention_fwd_kernel
   const float q_scale = p.scale * kLog2e;
 
   // Base pointers at the first token of this sequence.
-  const T* qg = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + seq.q_start * p.q_stride[2];
-  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1] + seq.k_start * p.k_stride[2];
-  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1] + seq.k_start * p.v_stride[2];
+  const T* qg = token_ptr<const T>(p.q, p.q_stride, b, h, seq.q_start);
+  const T* kg = token_ptr<const T>(p.k, p.k_stride, b, hk, seq.k_start);
+  const T* vg = token_ptr<const T>(p.v, p.v_stride, b, hk, seq.k_start);
   for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
     const int r = idx / D, d = idx % D;
     qs[r * D + d] = to_float(qg[(i0 + r) * p.q_stride[2] + d]) * q_scale;
@@ -103,8 +103,8 @@ __global__ void __launch_bounds__(kWarps * 32) block_sparse_attention_fwd_kernel
     }
   }
 
-  T* og = reinterpret_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + seq.q_start * p.out_stride[2];
-  float* lse = reinterpret_cast<float*>(p.lse) + b * p.lse_stride[0] + h * p.lse_stride[1] + seq.q_start * p.lse_stride[2];
+  T* og = token_ptr<T>(p.out, p.out_stride, b, h, seq.q_start);
+  float* lse = token_ptr<float>(p.lse, p.lse_stride, b, h, seq.q_start);
 #pragma unroll
   for (int rr = 0; rr < kRowsPerWarp; ++rr) {
     const int r = warp * kRowsPerWarp + rr;

@@ -38,30 +38,22 @@ __global__ void __launch_bounds__(kThreads) forward_sm80_kernel(const BlockSpars
   T* sk = sq + kTileQ * D;       // 2 buffers
   T* sv = sk + 2 * kTileK * D;   // 2 buffers
 
-  const int64_t b = blockIdx.z, h = blockIdx.y;
-  const SequenceSpan seq = p.sequence(b);
-  const int64_t tiles_per_block = p.block_q / kTileQ;
-  const int64_t qb = blockIdx.x / tiles_per_block;
-  const int64_t row0 = qb * p.block_q + (blockIdx.x % tiles_per_block) * kTileQ;
-  if (row0 >= seq.q_len) return;
-  const int64_t hk = h / p.group_size();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int group_id = lane / 4, lane_in_group = lane % 4;
-  const int64_t causal_offset = seq.k_len - seq.q_len;
-  const int64_t last_row = min(row0 + kTileQ, seq.q_len) - 1;
-  const int64_t last_visible_key = p.causal ? last_row + causal_offset : INT64_MAX;
-  const int64_t seq_key_blocks = (seq.k_len + p.block_k - 1) / p.block_k;
-  const int64_t candidates = p.row_length(b, h, qb);
+  const QueryTile tile_rows(p);
+  if (tile_rows.empty()) return;
+  const int64_t b = tile_rows.b, h = tile_rows.h, hk = tile_rows.hk, row0 = tile_rows.row0;
+  const SequenceSpan seq = tile_rows.seq;
+  const int warp = tile_rows.warp, lane = tile_rows.lane, lane_in_group = tile_rows.lane_in_group;
+  const int64_t causal_offset = tile_rows.causal_offset;
   const float score_scale = p.scale * kLog2e;
 
-  const T* qg = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + seq.q_start * p.q_stride[2];
-  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1] + seq.k_start * p.k_stride[2];
-  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1] + seq.k_start * p.v_stride[2];
+  const T* qg = token_ptr<const T>(p.q, p.q_stride, b, h, seq.q_start);
+  const T* kg = token_ptr<const T>(p.k, p.k_stride, b, hk, seq.k_start);
+  const T* vg = token_ptr<const T>(p.v, p.v_stride, b, hk, seq.k_start);
 
   load_tile<T, D>(sq, qg, p.q_stride[2], row0, seq.q_len);
   cp_async_commit();
   TileCursor cursor;
-  int64_t tile = cursor.next(p, b, h, qb, candidates, seq_key_blocks, seq.k_len, last_visible_key);
+  int64_t tile = tile_rows.next_tile(p, cursor);
   if (tile >= 0) {
     load_tile<T, D>(sk, kg, p.k_stride[2], tile, seq.k_len);
     load_tile<T, D>(sv, vg, p.v_stride[2], tile, seq.k_len);
@@ -74,12 +66,12 @@ __global__ void __launch_bounds__(kThreads) forward_sm80_kernel(const BlockSpars
   for (int t = 0; t < kDTiles; ++t) o[t][0] = o[t][1] = o[t][2] = o[t][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   // The two rows this lane holds accumulators for (within the sequence).
-  const int64_t my_row[2] = {row0 + warp * 16 + group_id, row0 + warp * 16 + group_id + 8};
+  const int64_t (&my_row)[2] = tile_rows.my_row;
 
   bool first = true;
   int buffer = 0;
   while (tile >= 0) {
-    const int64_t next = cursor.next(p, b, h, qb, candidates, seq_key_blocks, seq.k_len, last_visible_key);
+    const int64_t next = tile_rows.next_tile(p, cursor);
     if (next >= 0) {
       load_tile<T, D>(sk + (buffer ^ 1) * kTileK * D, kg, p.k_stride[2], next, seq.k_len);
       load_tile<T, D>(sv + (buffer ^ 1) * kTileK * D, vg, p.v_stride[2], next, seq.k_len);
@@ -98,18 +90,7 @@ __global__ void __launch_bounds__(kThreads) forward_sm80_kernel(const BlockSpars
 
     // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
     float sacc[kKTiles][4];
-#pragma unroll
-    for (int t = 0; t < kKTiles; ++t) sacc[t][0] = sacc[t][1] = sacc[t][2] = sacc[t][3] = 0.0f;
-#pragma unroll
-    for (int s = 0; s < kDSlices; ++s) {
-#pragma unroll
-      for (int pair = 0; pair < kKTiles / 2; ++pair) {
-        uint32_t kf[4];
-        load_b_transposed<T, D>(kf, kt, pair * 16, s, lane);
-        mma_16816<T>(sacc[2 * pair], qf[s], kf[0], kf[1]);
-        mma_16816<T>(sacc[2 * pair + 1], qf[s], kf[2], kf[3]);
-      }
-    }
+    qk_scores<T, D>(sacc, qf, kt, lane);
 
     // Scale to the log2 domain, mask, and fold into the running softmax.
 #pragma unroll
@@ -143,23 +124,7 @@ __global__ void __launch_bounds__(kThreads) forward_sm80_kernel(const BlockSpars
   }
   cp_async_wait<0>();
 
-  // Row sums are spread over the quad: reduce, normalise, write O and lse.
-  T* og = reinterpret_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + seq.q_start * p.out_stride[2];
-  float* lg = reinterpret_cast<float*>(p.lse) + b * p.lse_stride[0] + h * p.lse_stride[1] + seq.q_start * p.lse_stride[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(kFullMask, l[r], 1);
-    l[r] += __shfl_xor_sync(kFullMask, l[r], 2);
-    if (my_row[r] >= seq.q_len) continue;
-    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-    T* orow = og + my_row[r] * p.out_stride[2];
-#pragma unroll
-    for (int t = 0; t < kDTiles; ++t) {
-      const int d = t * 8 + lane_in_group * 2;
-      *reinterpret_cast<uint32_t*>(orow + d) = pack2<T>(o[t][2 * r] * inv, o[t][2 * r + 1] * inv);
-    }
-    if (lane_in_group == 0) lg[my_row[r] * p.lse_stride[2]] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * kLn2 : -INFINITY;
-  }
+  write_output_rows<T, kDTiles>(p, tile_rows, o, m, l);
 #endif
 }
 

@@ -157,20 +157,12 @@ __global__ void __launch_bounds__(kThreads) forward_sm90_kernel(const BlockSpars
   unsigned char* sv = sk + 2 * kTileBytes;         // 2 stages
   auto* bars = reinterpret_cast<uint64_t*>(sv + 2 * kTileBytes);  // Q, KV stage 0, KV stage 1
 
-  const int64_t b = blockIdx.z, h = blockIdx.y;
-  const SequenceSpan seq = p.sequence(b);
-  const int64_t tiles_per_block = p.block_q / kTile;
-  const int64_t qb = blockIdx.x / tiles_per_block;
-  const int64_t row0 = qb * p.block_q + (blockIdx.x % tiles_per_block) * kTile;
-  if (row0 >= seq.q_len) return;
-  const int64_t hk = h / p.group_size();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int group_id = lane / 4, lane_in_group = lane % 4;
-  const int64_t causal_offset = seq.k_len - seq.q_len;
-  const int64_t last_row = min(row0 + kTile, seq.q_len) - 1;
-  const int64_t last_visible_key = p.causal ? last_row + causal_offset : INT64_MAX;
-  const int64_t seq_key_blocks = (seq.k_len + p.block_k - 1) / p.block_k;
-  const int64_t candidates = p.row_length(b, h, qb);
+  const QueryTile tile_rows(p);
+  if (tile_rows.empty()) return;
+  const int64_t b = tile_rows.b, h = tile_rows.h, hk = tile_rows.hk, row0 = tile_rows.row0;
+  const SequenceSpan seq = tile_rows.seq;
+  const int lane_in_group = tile_rows.lane_in_group;
+  const int64_t causal_offset = tile_rows.causal_offset;
   const float score_scale = p.scale * kLog2e;
   // TMA coordinates: (d, token, head, batch); variable-length views have one batch entry.
   const int batch_coord = p.varlen() ? 0 : static_cast<int>(b);
@@ -193,7 +185,7 @@ __global__ void __launch_bounds__(kThreads) forward_sm90_kernel(const BlockSpars
   };
 
   TileCursor cursor;
-  int64_t tile = cursor.next(p, b, h, qb, candidates, seq_key_blocks, seq.k_len, last_visible_key);
+  int64_t tile = tile_rows.next_tile(p, cursor);
   if (threadIdx.x == 0) {
     mbarrier_expect_tx(&bars[0], kTileBytes);
     for (int box = 0; box < kBoxes; ++box) {
@@ -207,14 +199,14 @@ __global__ void __launch_bounds__(kThreads) forward_sm90_kernel(const BlockSpars
 #pragma unroll
   for (int t = 0; t < kDTiles; ++t) o[t][0] = o[t][1] = o[t][2] = o[t][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  const int64_t my_row[2] = {row0 + warp * 16 + group_id, row0 + warp * 16 + group_id + 8};
+  const int64_t (&my_row)[2] = tile_rows.my_row;
   uint32_t phases = 0;  // bit s: the parity the next wait on stage s expects
   int stage = 0;
   __syncwarp();  // warp 0 reconverges after thread 0's TMA issue before the .aligned instructions
   mbarrier_wait(&bars[0], 0);
 
   while (tile >= 0) {
-    const int64_t next = cursor.next(p, b, h, qb, candidates, seq_key_blocks, seq.k_len, last_visible_key);
+    const int64_t next = tile_rows.next_tile(p, cursor);
     if (next >= 0 && threadIdx.x == 0) load_kv(stage ^ 1, next);  // that stage was released last iteration
     __syncwarp();
     mbarrier_wait(&bars[1 + stage], (phases >> stage) & 1u);
@@ -269,22 +261,7 @@ __global__ void __launch_bounds__(kThreads) forward_sm90_kernel(const BlockSpars
     stage ^= 1;
   }
 
-  T* og = reinterpret_cast<T*>(p.out) + b * p.out_stride[0] + h * p.out_stride[1] + seq.q_start * p.out_stride[2];
-  float* lg = reinterpret_cast<float*>(p.lse) + b * p.lse_stride[0] + h * p.lse_stride[1] + seq.q_start * p.lse_stride[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(kFullMask, l[r], 1);
-    l[r] += __shfl_xor_sync(kFullMask, l[r], 2);
-    if (my_row[r] >= seq.q_len) continue;
-    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-    T* orow = og + my_row[r] * p.out_stride[2];
-#pragma unroll
-    for (int t = 0; t < kDTiles; ++t) {
-      const int d = t * 8 + lane_in_group * 2;
-      *reinterpret_cast<uint32_t*>(orow + d) = pack2<T>(o[t][2 * r] * inv, o[t][2 * r + 1] * inv);
-    }
-    if (lane_in_group == 0) lg[my_row[r] * p.lse_stride[2]] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * kLn2 : -INFINITY;
-  }
+  write_output_rows<T, kDTiles>(p, tile_rows, o, m, l);
 #endif
 }
 

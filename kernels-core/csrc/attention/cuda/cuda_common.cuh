@@ -5,6 +5,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <array>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -31,6 +33,14 @@ __device__ __forceinline__ __half from_float<__half>(float x) {
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
+}
+
+// Pointer to token `token` of (batch b, head h) in a tensor given by its address and
+// (batch, head, token) element strides.
+template <typename T>
+__device__ __forceinline__ T* token_ptr(std::uintptr_t address, const std::array<int64_t, 3>& stride, int64_t b,
+                                        int64_t h, int64_t token) {
+  return reinterpret_cast<T*>(address) + b * stride[0] + h * stride[1] + token * stride[2];
 }
 
 __device__ __forceinline__ float warp_max(float x) {

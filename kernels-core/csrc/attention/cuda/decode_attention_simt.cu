@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const DecodeAtte
     const int r = idx / D, d = idx % D;
     const int64_t row = row0 + r;
     const int64_t h = hk * p.group_size() + row / p.seqlen_q, i = row % p.seqlen_q;
-    const T* q = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + i * p.q_stride[2];
+    const T* q = token_ptr<const T>(p.q, p.q_stride, b, h, i);
     qs[r * D + d] = to_float(q[d]) * q_scale;
   }
 
@@ -62,8 +62,8 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const DecodeAtte
     for (int c = 0; c < kChunks; ++c) o[rr][c] = 0.0f;
   }
 
-  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
-  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1];
+  const T* kg = token_ptr<const T>(p.k, p.k_stride, b, hk, 0);
+  const T* vg = token_ptr<const T>(p.v, p.v_stride, b, hk, 0);
   for (int64_t j0 = begin; j0 < end; j0 += kTileKeys) {
     __syncthreads();  // the previous keys are consumed (and the queries written)
     if (threadIdx.x == 0) {

@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_sm80_kernel(const Decod
     const int r = c / kChunks16, chunk = c % kChunks16;
     const bool real = r < rows;
     const int64_t h = hk * p.group_size() + (real ? r / p.seqlen_q : 0), i = real ? r % p.seqlen_q : 0;
-    const T* src = reinterpret_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] + i * p.q_stride[2];
+    const T* src = token_ptr<const T>(p.q, p.q_stride, b, h, i);
     cp_async_16(sq + swizzled<D>(r, chunk), src + chunk * 8, real ? 16 : 0);
   }
   cp_async_commit();
@@ -65,8 +65,8 @@ __global__ void __launch_bounds__(kThreads) decode_split_sm80_kernel(const Decod
   T* wk = sk + warp * kChunk * D;
   T* wv = sv + warp * kChunk * D;
   int64_t* wpos = positions + warp * kChunk;
-  const T* kg = reinterpret_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
-  const T* vg = reinterpret_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1];
+  const T* kg = token_ptr<const T>(p.k, p.k_stride, b, hk, 0);
+  const T* vg = token_ptr<const T>(p.v, p.v_stride, b, hk, 0);
   // This thread's two rows and the last cache position each may see (causal).
   const int my_row[2] = {group_id, group_id + 8};
   int64_t limit[2];
@@ -100,18 +100,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_sm80_kernel(const Decod
     __syncwarp();
 
     float sacc[kKTiles][4];
-#pragma unroll
-    for (int t = 0; t < kKTiles; ++t) sacc[t][0] = sacc[t][1] = sacc[t][2] = sacc[t][3] = 0.0f;
-#pragma unroll
-    for (int s = 0; s < kDSlices; ++s) {
-#pragma unroll
-      for (int pair = 0; pair < kKTiles / 2; ++pair) {
-        uint32_t kf[4];
-        load_b_transposed<T, D>(kf, wk, pair * 16, s, lane);
-        mma_16816<T>(sacc[2 * pair], qf[s], kf[0], kf[1]);
-        mma_16816<T>(sacc[2 * pair + 1], qf[s], kf[2], kf[3]);
-      }
-    }
+    qk_scores<T, D>(sacc, qf, wk, lane);
 #pragma unroll
     for (int t = 0; t < kKTiles; ++t) {
 #pragma unroll

@@ -197,6 +197,79 @@ __device__ __forceinline__ void online_softmax_update(float (&s)[kKTiles][4], fl
   }
 }
 
+// The 64 query rows of one (batch, head) inside one query block that a tensor-core CTA owns
+// (grid: query tiles x heads x batch), and the two rows this lane holds accumulators for.
+struct QueryTile {
+  int64_t b, h, hk, qb, row0;
+  SequenceSpan seq;
+  int64_t causal_offset, last_visible_key, seq_key_blocks, candidates;
+  int warp, lane, group_id, lane_in_group;
+  int64_t my_row[2];
+
+  __device__ explicit QueryTile(const BlockSparseAttentionParams& p)
+      : b(blockIdx.z), h(blockIdx.y), hk(h / p.group_size()), qb(blockIdx.x / (p.block_q / kTile)),
+        row0(qb * p.block_q + (blockIdx.x % (p.block_q / kTile)) * kTile), seq(p.sequence(b)) {
+    causal_offset = seq.k_len - seq.q_len;
+    last_visible_key = p.causal ? min(row0 + kTile, seq.q_len) - 1 + causal_offset : INT64_MAX;
+    seq_key_blocks = (seq.k_len + p.block_k - 1) / p.block_k;
+    candidates = p.row_length(b, h, qb);
+    warp = threadIdx.x / 32;
+    lane = threadIdx.x % 32;
+    group_id = lane / 4;
+    lane_in_group = lane % 4;
+    my_row[0] = row0 + warp * 16 + group_id;
+    my_row[1] = my_row[0] + 8;
+  }
+  // A shorter sequence of a variable-length batch has no rows here.
+  __device__ bool empty() const { return row0 >= seq.q_len; }
+  __device__ int64_t next_tile(const BlockSparseAttentionParams& p, TileCursor& cursor) const {
+    return cursor.next(p, b, h, qb, candidates, seq_key_blocks, seq.k_len, last_visible_key);
+  }
+};
+
+// S[16 rows, 8 kKTiles keys] = Q K^T for one warp: Q as A fragments, K rows [0, 8 kKTiles) of `k`.
+template <typename T, int D, int kKTiles>
+__device__ __forceinline__ void qk_scores(float (&s)[kKTiles][4], const uint32_t (&qf)[D / 16][4], const T* k,
+                                          int lane) {
+#pragma unroll
+  for (int t = 0; t < kKTiles; ++t) s[t][0] = s[t][1] = s[t][2] = s[t][3] = 0.0f;
+#pragma unroll
+  for (int slice = 0; slice < D / 16; ++slice) {
+#pragma unroll
+    for (int pair = 0; pair < kKTiles / 2; ++pair) {
+      uint32_t kf[4];
+      load_b_transposed<T, D>(kf, k, pair * 16, slice, lane);
+      mma_16816<T>(s[2 * pair], qf[slice], kf[0], kf[1]);
+      mma_16816<T>(s[2 * pair + 1], qf[slice], kf[2], kf[3]);
+    }
+  }
+}
+
+// Forward epilogue: reduce the row sums over the quad, write O / l (as T) and lse (natural log);
+// rows that saw no key get zeros and -inf.
+template <typename T, int kDTiles>
+__device__ __forceinline__ void write_output_rows(const BlockSparseAttentionParams& p, const QueryTile& t,
+                                                  const float (&o)[kDTiles][4], const float (&m)[2], float (&l)[2]) {
+  T* og = token_ptr<T>(p.out, p.out_stride, t.b, t.h, t.seq.q_start);
+  float* lg = token_ptr<float>(p.lse, p.lse_stride, t.b, t.h, t.seq.q_start);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(kFullMask, l[r], 1);
+    l[r] += __shfl_xor_sync(kFullMask, l[r], 2);
+    if (t.my_row[r] >= t.seq.q_len) continue;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    T* orow = og + t.my_row[r] * p.out_stride[2];
+#pragma unroll
+    for (int n = 0; n < kDTiles; ++n) {
+      const int d = n * 8 + t.lane_in_group * 2;
+      *reinterpret_cast<uint32_t*>(orow + d) = pack2<T>(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+    }
+    if (t.lane_in_group == 0) {
+      lg[t.my_row[r] * p.lse_stride[2]] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * kLn2 : -INFINITY;
+    }
+  }
+}
+
 // True when `address` and every stride (in elements of `element_bytes`) keep 16-byte alignment.
 inline bool aligned_rows(std::uintptr_t address, const std::array<int64_t, 3>& stride, int64_t element_bytes) {
   if (address % 16 != 0) return false;

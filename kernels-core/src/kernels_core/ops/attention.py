@@ -23,10 +23,8 @@ import torch
 
 from kernels_core import _checks
 from kernels_core._library import library
-from kernels_core.masks import BlockIndices, block_indices_to_mask
+from kernels_core.masks import BlockIndices, block_indices_to_mask, check_block_indices, num_blocks
 from kernels_core.ops import attention_checks as checks
-
-_CUDA_MAX_HEAD_DIM = 256
 
 
 def _strides(x: torch.Tensor, varlen: bool) -> tuple[int, ...]:
@@ -78,6 +76,7 @@ def _fill_params(
         block_indices = block_indices.expand(*grid[:3], block_indices.shape[-1])
         p.block_counts, p.counts_stride = block_counts.data_ptr(), block_counts.stride()
         p.block_indices, p.indices_stride = block_indices.data_ptr(), block_indices.stride()
+        p.indices_width = block_indices.shape[-1]
     p.block_q, p.block_k, p.causal, p.scale = g.block_q, g.block_k, causal, scale
     return p
 
@@ -112,17 +111,14 @@ def _check_forward(
     return geometry
 
 
-def _check_values(
+def _check_offsets(
     geometry: checks.AttentionGeometry,
     q: torch.Tensor,
     k: torch.Tensor,
-    block_counts: torch.Tensor | None,
-    block_indices: torch.Tensor | None,
     cu_seqlens_q: torch.Tensor | None,
     cu_seqlens_k: torch.Tensor | None,
 ) -> None:
-    """Checks that read tensor values (only in the real kernels, never while tracing)."""
-    checks.check_index_values(geometry, block_counts, block_indices)
+    """Offsets that would read outside q or k (only in the real kernels, never while tracing)."""
     if cu_seqlens_q is not None and cu_seqlens_k is not None:
         checks.check_cu_seqlens_values("cu_seqlens_q", cu_seqlens_q, q.shape[2], geometry.seqlen_q)
         checks.check_cu_seqlens_values("cu_seqlens_k", cu_seqlens_k, k.shape[2], geometry.seqlen_k)
@@ -153,15 +149,12 @@ def _run_forward(
         q, k, v, block_mask, block_counts, block_indices, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
         block_q, block_k,
     )  # fmt: skip
-    if q.device.type == "cuda" and geometry.head_dim > _CUDA_MAX_HEAD_DIM:
-        raise ValueError(
-            f"q: the cuda kernel supports head dimensions up to {_CUDA_MAX_HEAD_DIM}, got {geometry.head_dim}"
-        )
+    _checks.check_cuda_head_dim("q", q)
     out, lse = _forward_outputs(q)
     if q.numel() == 0 or k.shape[2] == 0:
         # No keys (or no queries): every row sees nothing, so zeros and lse = -inf.
         return out.zero_(), lse.fill_(float("-inf"))
-    _check_values(geometry, q, k, block_counts, block_indices, cu_seqlens_q, cu_seqlens_k)
+    _check_offsets(geometry, q, k, cu_seqlens_q, cu_seqlens_k)
     q, k, v = (_kernel_view(x) for x in (q, k, v))
     params = _fill_params(
         library().BlockSparseAttentionParams(), geometry, q, k, v, out, lse, block_mask, block_counts, block_indices,
@@ -476,9 +469,13 @@ def _check_options(
 
 
 def _split_sparsity(
-    block_mask: torch.Tensor | BlockIndices | None,
+    block_mask: torch.Tensor | BlockIndices | None, num_key_blocks: int, check_indices: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """(mask, counts, indices) from the public ``block_mask`` argument."""
+    """(mask, counts, indices) from the public ``block_mask`` argument.
+
+    Index lists are checked here (range, counts, duplicates: a sort and a device sync) unless
+    the caller vouches for them; the kernels themselves only clamp counts to the list width.
+    """
     if block_mask is None or isinstance(block_mask, torch.Tensor):
         return block_mask, None, None
     if isinstance(block_mask, BlockIndices):
@@ -486,7 +483,10 @@ def _split_sparsity(
         for name, x in (("block_mask.counts", counts), ("block_mask.indices", indices)):
             if not isinstance(x, torch.Tensor) or x.dtype not in (torch.int32, torch.int64):
                 raise TypeError(f"{name} must be an int32 (or int64) tensor")
-        return None, counts.to(torch.int32), indices.to(torch.int32)
+        counts, indices = counts.to(torch.int32), indices.to(torch.int32)
+        if check_indices:
+            check_block_indices("block_mask", BlockIndices(counts, indices), num_key_blocks)
+        return None, counts, indices
     raise TypeError(
         "block_mask must be a bool tensor [B, Hq, nqb, nkb], a kernels_core.masks.BlockIndices or None, "
         f"got {type(block_mask).__name__}"
@@ -503,6 +503,7 @@ def block_sparse_attention(
     causal: bool = False,
     scale: float | None = None,
     return_lse: bool = False,
+    check_indices: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attention that computes only the (query block, key block) pairs a block mask enables.
 
@@ -522,6 +523,9 @@ def block_sparse_attention(
             query i sees keys j <= i + Sk - Sq.
         scale: softmax scale, default 1 / sqrt(D).
         return_lse: also return the natural-log log-sum-exp of the scaled, masked scores.
+        check_indices: verify index lists (range, counts, no duplicates) before the kernel; one
+            sort and, on CUDA, a device sync per call. Turn off for lists that come from
+            :func:`kernels_core.select_top_blocks` or are otherwise known to be valid.
 
     Returns:
         out [B, Hq, Sq, D] in the input dtype (accumulated in float32), and with
@@ -540,7 +544,7 @@ def block_sparse_attention(
     """
     checks.check_qkv(q, k, v)
     block_q, block_k, scale = _check_options(q, block_size, causal, scale)
-    mask, counts, indices = _split_sparsity(block_mask)
+    mask, counts, indices = _split_sparsity(block_mask, num_blocks(k.shape[2], block_k), check_indices)
     out, lse = torch.ops.kernels_core.block_sparse_attention(
         q, k, v, mask, counts, indices, None, None, 0, 0, block_q, block_k, causal, scale
     )
@@ -561,6 +565,7 @@ def block_sparse_attention_varlen(
     causal: bool = False,
     scale: float | None = None,
     return_lse: bool = False,
+    check_indices: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Block-sparse attention over sequences of different lengths packed along the token axis.
 
@@ -574,7 +579,8 @@ def block_sparse_attention_varlen(
         max_seqlen_q, max_seqlen_k: the longest sequence lengths; block masks are laid out for
             them: [N, Hq, ceil(max_seqlen_q / block_q), ceil(max_seqlen_k / block_k)], and
             blocks past a sequence's end are ignored.
-        block_mask, block_size, causal, scale, return_lse: as in :func:`block_sparse_attention`;
+        block_mask, block_size, causal, scale, return_lse, check_indices: as in
+            :func:`block_sparse_attention`;
             causal is aligned bottom-right within each sequence.
 
     Returns:
@@ -586,7 +592,7 @@ def block_sparse_attention_varlen(
     for name, value in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    mask, counts, indices = _split_sparsity(block_mask)
+    mask, counts, indices = _split_sparsity(block_mask, num_blocks(max_seqlen_k, block_k), check_indices)
     q4, k4, v4 = (x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v))  # [1, H, total, D] views
     out, lse = torch.ops.kernels_core.block_sparse_attention(
         q4, k4, v4, mask, counts, indices, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_q, block_k,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels_core import _checks
-from kernels_core.masks import BlockIndices, check_block_indices, num_blocks
+from kernels_core.masks import num_blocks
 
 LAYOUTS = {
     "q": "[B, Hq, Sq, D]",
@@ -174,12 +174,3 @@ def check_sparsity(
         )
     if block_indices.shape[-1] == 0:
         raise ValueError("block_indices.indices must have a last dimension L >= 1")
-
-
-def check_index_values(
-    geometry: AttentionGeometry, block_counts: torch.Tensor | None, block_indices: torch.Tensor | None
-) -> None:
-    if block_counts is not None and block_indices is not None:
-        check_block_indices(
-            "block_indices", BlockIndices(block_counts, block_indices), geometry.block_grid[3]
-        )

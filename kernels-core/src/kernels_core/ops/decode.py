@@ -15,8 +15,6 @@ import torch
 from kernels_core import _checks
 from kernels_core._library import library
 
-_CUDA_MAX_HEAD_DIM = 256
-
 
 def _check_inputs(
     q: torch.Tensor,
@@ -76,13 +74,10 @@ def _check_inputs(
 
 def check_kv_indices_unique(kv_indices: torch.Tensor, kv_counts: torch.Tensor | None) -> None:
     """Raises ValueError when a head lists a cache position twice (it would be counted twice)."""
-    n = kv_indices.shape[-1]
-    used = torch.ones_like(kv_indices, dtype=torch.bool)
+    used = kv_indices >= 0
     if kv_counts is not None:
-        used = torch.arange(n, device=kv_indices.device) < kv_counts.unsqueeze(-1)
-    filler = -1 - torch.arange(n, device=kv_indices.device, dtype=kv_indices.dtype)
-    ordered = torch.where(used & (kv_indices >= 0), kv_indices, filler).sort(dim=-1).values
-    if n > 1 and bool((ordered[..., 1:] == ordered[..., :-1]).any()):
+        used = used & (torch.arange(kv_indices.shape[-1], device=kv_indices.device) < kv_counts.unsqueeze(-1))
+    if _checks.has_repeated_entries(kv_indices, used):
         raise ValueError(
             "kv_indices lists a cache position twice for some head; each head's list must be duplicate-free"
         )
@@ -141,10 +136,7 @@ def _run(
     on_cuda: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     _check_inputs(q, k, v, cache_seqlens, kv_indices, kv_counts)
-    if on_cuda and q.shape[-1] > _CUDA_MAX_HEAD_DIM:
-        raise ValueError(
-            f"q: the cuda kernel supports head dimensions up to {_CUDA_MAX_HEAD_DIM}, got {q.shape[-1]}"
-        )
+    _checks.check_cuda_head_dim("q", q)
     out, lse = _outputs(q)
     if q.numel() == 0 or k.shape[2] == 0 or (kv_indices is not None and kv_indices.shape[-1] == 0):
         return out.zero_(), lse.fill_(float("-inf"))
