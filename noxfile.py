@@ -40,7 +40,7 @@ CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 DIST_DIR = ROOT / "dist"
 BENCH_DIR = ROOT / "docs" / "benchmarks"
 # Third-party packages the tests, demos and benchmarks need beyond each distribution's own requirements.
-TEST_TOOLS = ("pytest", "transformers", "diffusers", "accelerate", "safetensors", "cuda-python")
+TEST_TOOLS = ("pytest", "transformers", "diffusers", "accelerate", "safetensors", "cuda-python", "gsplat")
 # Build requirements of kernels-core, installed into the session so its build can be incremental.
 BUILD_TOOLS = ("scikit-build-core", "pybind11", "ninja")
 

@@ -12,6 +12,7 @@
 #include "attention/block_sparse_attention.h"
 #include "attention/decode_attention_params.h"
 #include "common/cpu_features.h"
+#include "gaussians/rasterize.h"
 #include "geometry/nearest_neighbor.h"
 #include "common/cuda_runtime.h"
 
@@ -229,6 +230,44 @@ PYBIND11_MODULE(_C, m) {
   m.def("nearest_neighbor_cpu", &kc::nearest_neighbor_cpu, py::arg("params"), py::arg("num_threads"), release_gil);
   m.def("nearest_neighbor_cuda", &kc::nearest_neighbor_cuda, py::arg("params"), py::arg("stream"), py::arg("device"),
         release_gil);
+
+  using Raster = kc::RasterizeParams;
+  py::class_<Raster>(m, "RasterizeParams")
+      .def(py::init<>())
+      .def_readwrite("means2d", &Raster::means2d)
+      .def_readwrite("conics", &Raster::conics)
+      .def_readwrite("colors", &Raster::colors)
+      .def_readwrite("opacities", &Raster::opacities)
+      .def_readwrite("backgrounds", &Raster::backgrounds)
+      .def_readwrite("isect_offsets", &Raster::isect_offsets)
+      .def_readwrite("flatten_ids", &Raster::flatten_ids)
+      .def_readwrite("images", &Raster::images)
+      .def_readwrite("gaussians", &Raster::gaussians)
+      .def_readwrite("channels", &Raster::channels)
+      .def_readwrite("n_isects", &Raster::n_isects)
+      .def_readwrite("width", &Raster::width)
+      .def_readwrite("height", &Raster::height)
+      .def_readwrite("tile_size", &Raster::tile_size)
+      .def_readwrite("tiles_x", &Raster::tiles_x)
+      .def_readwrite("tiles_y", &Raster::tiles_y)
+      .def_readwrite("render_colors", &Raster::render_colors)
+      .def_readwrite("render_alphas", &Raster::render_alphas)
+      .def_readwrite("last_ids", &Raster::last_ids)
+      .def_readonly_static("max_channels", &Raster::kMaxChannels);
+  using RasterBwd = kc::RasterizeBackwardParams;
+  py::class_<RasterBwd>(m, "RasterizeBackwardParams")
+      .def(py::init<>())
+      .def_readwrite("forward", &RasterBwd::forward)
+      .def_readwrite("v_render_colors", &RasterBwd::v_render_colors)
+      .def_readwrite("v_render_alphas", &RasterBwd::v_render_alphas)
+      .def_readwrite("v_means2d", &RasterBwd::v_means2d)
+      .def_readwrite("v_conics", &RasterBwd::v_conics)
+      .def_readwrite("v_colors", &RasterBwd::v_colors)
+      .def_readwrite("v_opacities", &RasterBwd::v_opacities);
+  m.def("rasterize_to_pixels_cpu", &kc::rasterize_to_pixels_cpu, py::arg("params"), py::arg("num_threads"),
+        release_gil);
+  m.def("rasterize_to_pixels_backward_cpu", &kc::rasterize_to_pixels_backward_cpu, py::arg("params"),
+        py::arg("num_threads"), release_gil);
 
   m.def("block_sparse_attention_backward_cuda", &kc::block_sparse_attention_backward_cuda, py::arg("params"),
         py::arg("stream"), py::arg("device"), release_gil);

@@ -9,6 +9,8 @@ Public API::
     kernels_core.predict_block_indices(q, k, gamma=0.9)   # the mask predictor, or step by step:
     kernels_core.block_scores / recall_block_counts / select_top_blocks
     kernels_core.chamfer_distance(x, y, single_directional=False)  # point sets [B, N, 3]
+    kernels_core.rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, W, H)
+    kernels_core.project_gaussians / intersect_tiles / rasterize_to_pixels   # its three stages
     kernels_core.reference        # pure-torch reference of every op
     kernels_core.masks            # block-mask helpers
     kernels_core.info()           # build and device report (also: python -m kernels_core info)
@@ -26,8 +28,12 @@ from kernels_core.ops import (
     block_sparse_attention_varlen,
     chamfer_distance,
     decode_attention,
+    intersect_tiles,
     nearest_neighbor,
     predict_block_indices,
+    project_gaussians,
+    rasterize_gaussians,
+    rasterize_to_pixels,
     recall_block_counts,
     select_top_blocks,
 )
@@ -44,9 +50,13 @@ __all__ = [
     "cpu_isa",
     "decode_attention",
     "info",
+    "intersect_tiles",
     "masks",
     "nearest_neighbor",
     "predict_block_indices",
+    "project_gaussians",
+    "rasterize_gaussians",
+    "rasterize_to_pixels",
     "recall_block_counts",
     "reference",
     "select_top_blocks",

@@ -22,6 +22,7 @@ OPS: dict[str, tuple[str, ...]] = {
     "decode_attention": ("cpu", "cuda"),
     "block_scores": ("cpu", "cuda"),
     "nearest_neighbor": ("cpu", "cuda"),
+    "rasterize_to_pixels": ("cpu",),  # on CUDA, gsplat (see accel_shared.gs.render)
 }
 
 

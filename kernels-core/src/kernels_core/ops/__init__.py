@@ -8,17 +8,24 @@ from kernels_core.ops.block_selection import (
     select_top_blocks,
 )
 from kernels_core.ops.decode import decode_attention
+from kernels_core.ops.gaussian_projection import intersect_tiles, project_gaussians
 from kernels_core.ops.geometry import ChamferDistance, chamfer_distance, nearest_neighbor
+from kernels_core.ops.rasterize import RasterizeOutput, rasterize_gaussians, rasterize_to_pixels
 
 __all__ = [
     "ChamferDistance",
+    "RasterizeOutput",
     "block_scores",
     "block_sparse_attention",
     "block_sparse_attention_varlen",
     "chamfer_distance",
     "decode_attention",
+    "intersect_tiles",
     "nearest_neighbor",
     "predict_block_indices",
+    "project_gaussians",
+    "rasterize_gaussians",
+    "rasterize_to_pixels",
     "recall_block_counts",
     "select_top_blocks",
 ]

@@ -14,6 +14,7 @@ from kernels_core.reference.attention import (
 from kernels_core.reference.block_selection import block_scores, recall_block_counts, select_top_blocks
 from kernels_core.reference.decode import decode_attention
 from kernels_core.reference.geometry import chamfer_distance, nearest_neighbor
+from kernels_core.reference.rasterize import rasterize_gaussians, rasterize_to_pixels
 
 __all__ = [
     "attention_mask_from_blocks",
@@ -24,6 +25,8 @@ __all__ = [
     "chamfer_distance",
     "decode_attention",
     "nearest_neighbor",
+    "rasterize_gaussians",
+    "rasterize_to_pixels",
     "recall_block_counts",
     "select_top_blocks",
 ]
