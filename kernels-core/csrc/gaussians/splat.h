@@ -16,7 +16,15 @@ struct Splat {
   float x, y;     // centre in pixels
   float a, b, c;  // conic: sigma = 0.5 (a dx^2 + c dy^2) + b dx dy
   float opacity;
+  // Beyond this sigma, opacity * exp(-sigma) < kMinAlpha for sure: the exp is skipped (pure
+  // speed; a small margin leaves borderline cases to the exact test).
+  float max_sigma;
 };
+
+KC_HOST_DEVICE inline Splat make_splat(float x, float y, float a, float b, float c, float opacity) {
+  const float max_sigma = opacity > 0.0f ? logf(opacity / kMinAlpha) + 1e-3f : -1.0f;
+  return Splat{x, y, a, b, c, opacity, max_sigma};
+}
 
 struct SplatSample {
   float dx, dy;  // centre minus pixel centre
@@ -29,7 +37,7 @@ KC_HOST_DEVICE inline bool sample_splat(const Splat& s, float px, float py, Spla
   out.dx = s.x - px;
   out.dy = s.y - py;
   const float sigma = 0.5f * (s.a * out.dx * out.dx + s.c * out.dy * out.dy) + s.b * out.dx * out.dy;
-  if (sigma < 0.0f) return false;
+  if (sigma < 0.0f || sigma > s.max_sigma) return false;
   out.vis = expf(-sigma);
   out.alpha = fminf(kMaxAlpha, s.opacity * out.vis);
   return out.alpha >= kMinAlpha;

@@ -55,8 +55,8 @@ struct TileSplats {
     colors.resize(count * k);
     for (int64_t i = 0; i < count; ++i) {
       const int64_t g = ids[r.begin + i];
-      splats[i] = Splat{means[2 * g], means[2 * g + 1], conics[3 * g], conics[3 * g + 1], conics[3 * g + 2],
-                        opacities[g]};
+      splats[i] = gaussians::make_splat(means[2 * g], means[2 * g + 1], conics[3 * g], conics[3 * g + 1],
+                                        conics[3 * g + 2], opacities[g]);
       std::copy(colors_in + g * k, colors_in + (g + 1) * k, colors.data() + i * k);
     }
   }
