@@ -1,0 +1,5 @@
+import sys
+
+from pmloss.cli import main
+
+sys.exit(main())

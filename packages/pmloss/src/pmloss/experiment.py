@@ -1,0 +1,203 @@
+"""Training and evaluating a feed-forward 3DGS model with and without PM-Loss on the same data.
+
+Everything here stands on :mod:`accel_shared.gs` (model, training loop, renderer, data); this
+module adds the PM-Loss term, the geometry metrics and the rendered examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from accel_shared.cli import progress
+from accel_shared.gs.data import MultiViewDataset, generate_dataset, read_meta
+from accel_shared.gs.evaluation import evaluate, move_to_device
+from accel_shared.gs.images import colorize_depth, image_grid, save_png
+from accel_shared.gs.model import FeedForwardGS, GSModelConfig
+from accel_shared.gs.render import render
+from accel_shared.gs.train import TrainConfig, TrainResult, train
+from pmloss.geometry_metrics import geometry_metrics
+from pmloss.loss import PMLoss
+from pmloss.teacher import PointmapTeacher
+from pmloss.training import PMLossTerm
+
+__all__ = [
+    "DataConfig",
+    "build_teacher",
+    "evaluate_model",
+    "load_datasets",
+    "render_examples",
+    "train_model",
+]
+
+
+@dataclass
+class DataConfig:
+    """Where the multi-view data lives and how items are drawn from it.
+
+    Attributes:
+        root: a dataset of :mod:`accel_shared.gs.data` (generated there when ``generate`` > 0 and the
+            folder is empty or missing).
+        generate: number of procedural scenes to generate when ``root`` holds no dataset (0: never).
+        views_per_scene, image_size, data_seed: generator settings (used only when generating).
+        num_context, num_target: views per item.
+        test_fraction: share of scenes held out for evaluation.
+    """
+
+    root: str | Path
+    generate: int = 0
+    views_per_scene: int = 8
+    image_size: int = 64
+    data_seed: int = 0
+    num_context: int = 2
+    num_target: int = 4
+    test_fraction: float = 0.2
+
+
+def load_datasets(config: DataConfig, *, show_progress: bool = True) -> tuple[Dataset, Dataset]:
+    """(train, test) datasets; generates the scenes first when asked to and none are there."""
+    root = Path(config.root)
+    if not (root / "meta.json").is_file():
+        if config.generate <= 0:
+            raise FileNotFoundError(f"no multi-view dataset at {root} (meta.json missing); pass --generate N")
+        generate_dataset(
+            root,
+            config.generate,
+            views_per_scene=config.views_per_scene,
+            image_size=(config.image_size, config.image_size),
+            seed=config.data_seed,
+            progress=show_progress,
+        )
+    read_meta(root)
+    views = (config.num_context, config.num_target, config.test_fraction)
+    train_set = MultiViewDataset(
+        root, num_context=views[0], num_target=views[1], split="train", test_fraction=views[2]
+    )
+    test_set = MultiViewDataset(
+        root,
+        num_context=views[0],
+        num_target=views[1],
+        split="test",
+        test_fraction=views[2],
+        view_sampler="fixed",
+    )
+    return train_set, test_set
+
+
+def build_teacher(spec: str, *, noise: float = 0.0, seed: int = 0) -> PointmapTeacher:
+    """ "ground-truth" (the dataset's pointmaps, with relative Gaussian noise ``noise``) or a folder of
+    precomputed pointmaps (see :meth:`PointmapTeacher.from_directory`)."""
+    if spec == "ground-truth":
+        return PointmapTeacher.from_ground_truth(noise_std=noise, seed=seed)
+    path = Path(spec)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--teacher: expected 'ground-truth' or a folder of pointmaps, got {spec!r}")
+    return PointmapTeacher.from_directory(path)
+
+
+def train_model(
+    model_config: GSModelConfig,
+    train_set: Dataset,
+    train_config: TrainConfig,
+    *,
+    teacher: PointmapTeacher | None,
+    pm_weight: float = 0.005,
+    eval_set: Dataset | None = None,
+) -> tuple[FeedForwardGS, TrainResult]:
+    """Builds the model (seeded by ``train_config.seed``) and trains it, with PM-Loss when a teacher
+    is given and ``pm_weight`` > 0."""
+    torch.manual_seed(train_config.seed)
+    model = FeedForwardGS(model_config)
+    extra = PMLossTerm(teacher, PMLoss(weight=pm_weight)) if teacher is not None and pm_weight > 0 else None
+    result = train(model, train_set, train_config, extra_loss=extra, eval_dataset=eval_set)
+    return model, result
+
+
+def _surface(batch: Mapping[str, Any]) -> torch.Tensor:
+    """All ground-truth points of an item's context and target views: [B, M, 3]."""
+    maps = [batch[part]["pointmap"] for part in ("context", "target") if "pointmap" in batch[part]]
+    if not maps:
+        raise ValueError("the geometry metrics need ground-truth pointmaps (context['pointmap'])")
+    return torch.cat([m.flatten(1, 3) for m in maps], dim=1)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: FeedForwardGS,
+    dataset: Dataset,
+    *,
+    batch_size: int = 1,
+    device: torch.device | str = "cpu",
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Novel-view PSNR / SSIM and context depth error (shared evaluation), plus the geometry metrics
+    of :mod:`pmloss.geometry_metrics` averaged over scenes."""
+    model = model.to(device).eval()
+    metrics = evaluate(model, dataset, batch_size=batch_size, show_progress=show_progress)
+    sums: dict[str, float] = {}
+    count = 0
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for batch in progress(loader, desc="geometry", total=len(loader), enabled=show_progress):
+        batch = move_to_device(batch, torch.device(device))
+        output = model(batch["context"])
+        depth = torch.gather(
+            batch["context"]["depth"],
+            1,
+            output.context_index[:, :, None, None].expand(-1, -1, *output.depth.shape[2:]),
+        )
+        per_item = geometry_metrics(output.means_per_pixel, depth, _surface(batch))
+        for name, values in per_item.items():
+            sums[name] = sums.get(name, 0.0) + float(values.sum())
+        count += output.depth.shape[0]
+    metrics.update({name: total / max(count, 1) for name, total in sums.items()})
+    return metrics
+
+
+@torch.no_grad()
+def render_examples(
+    model: FeedForwardGS, dataset: Dataset, out_dir: str | Path, *, count: int = 4, device: str = "cpu"
+) -> list[Path]:
+    """One PNG per scene: row 1 the context images, row 2 the targets, row 3 the renderings, row 4
+    the predicted depth of the context views and the rendered depth of the targets."""
+    model = model.to(device).eval()
+    written: list[Path] = []
+    for index in range(min(count, len(dataset))):  # type: ignore[arg-type]
+        item = dataset[index]
+        batch = move_to_device({k: _add_batch_dim(v) for k, v in item.items()}, torch.device(device))
+        output = model(batch["context"])
+        target = batch["target"]
+        rendered = render(
+            output.gaussians, target["extrinsics"], target["intrinsics"], target["image"].shape[-2:]
+        )
+        near, far = float(target["near"].min()), float(target["far"].max())
+        rows = [
+            list(batch["context"]["image"][0]),
+            list(target["image"][0]),
+            list(rendered.color[0]),
+            [colorize_depth(d, near, far) for d in (*output.depth[0], *rendered.depth[0])],
+        ]
+        written.append(save_png(Path(out_dir) / f"{item['scene']}.png", image_grid(rows)))
+    return written
+
+
+def _add_batch_dim(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.unsqueeze(0)
+    if isinstance(value, Mapping):
+        return {k: _add_batch_dim(v) for k, v in value.items()}
+    return [value]
+
+
+@dataclass
+class RunSummary:
+    """One trained variant and its held-out metrics (used by the CLI and the benchmark)."""
+
+    name: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    steps: int = 0

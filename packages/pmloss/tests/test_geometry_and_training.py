@@ -1,0 +1,119 @@
+"""Geometry metrics, the PM-Loss training term, and the CLI end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from accel_shared.gs.gaussians import Gaussians
+from accel_shared.gs.model import GSModelOutput
+from pmloss.cli import main
+from pmloss.geometry_metrics import geometry_metrics, surface_distance
+from pmloss.teacher import PointmapTeacher
+from pmloss.training import PMLossTerm
+
+
+def test_surface_distance_is_the_euclidean_distance_to_the_nearest_sample() -> None:
+    surface = torch.tensor([[[0.0, 0, 0], [1, 0, 0]]])
+    points = torch.tensor([[[0.0, 2, 0], [0.9, 0, 0]]])
+    torch.testing.assert_close(surface_distance(points, surface), torch.tensor([[2.0, 0.1]]))
+
+
+def test_geometry_metrics_count_floaters_at_a_depth_step() -> None:
+    # one view, 8x8: left half at depth 2, right half at depth 4 (a vertical step)
+    depth = torch.full((1, 1, 8, 8), 2.0)
+    depth[..., 4:] = 4.0
+    surface_map = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij"), -1)
+    surface_map = torch.cat([surface_map, depth[0, 0, ..., None]], -1)[None, None]  # [1, 1, 8, 8, 3]
+    means = surface_map.clone()
+    assert float(geometry_metrics(means, depth, surface_map.flatten(1, 3))["centre_distance"]) == 0
+    # smear the two columns next to the step halfway between foreground and background
+    means[..., 3:5, 2] = 3.0
+    metrics = geometry_metrics(means, depth, surface_map.flatten(1, 3))
+    assert metrics["boundary_floaters"].item() == pytest.approx(0.5)  # 16 of the 32 boundary pixels
+    assert metrics["floaters"].item() == pytest.approx(16 / 64)
+    assert metrics["centre_distance"].item() == pytest.approx(16 * 1.0 / 64)
+
+
+def _output(means_per_pixel: torch.Tensor, index: torch.Tensor) -> GSModelOutput:
+    b, v, h, w, _ = means_per_pixel.shape
+    g = v * h * w
+    gaussians = Gaussians(
+        means_per_pixel.reshape(b, g, 3),
+        torch.ones(b, g, 3),
+        torch.tensor([1.0, 0, 0, 0]).expand(b, g, 4),
+        torch.ones(b, g),
+        torch.ones(b, g, 3),
+    )
+    return GSModelOutput(gaussians, means_per_pixel[..., 2], means_per_pixel, index)
+
+
+def test_pm_term_uses_the_views_the_gaussians_come_from(make_batch) -> None:
+    batch = make_batch(b=1, v=3, h=4, w=5)
+    term = PMLossTerm(PointmapTeacher.from_ground_truth())
+    pointmaps = batch["context"]["pointmap"]
+    # Gaussians predicted exactly on views 2 and 0 (as after a view compressor): zero loss
+    index = torch.tensor([[2, 0]])
+    exact = pointmaps[:, [2, 0]].clone().requires_grad_()
+    loss, logs = term(batch, _output(exact, index))
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    # the same Gaussians against the wrong views give a positive loss with a gradient
+    loss, logs = term(batch, _output(exact, torch.tensor([[0, 1]])))
+    loss.backward()
+    assert loss.item() > 0 and logs["pm_chamfer"] > 0 and exact.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_cli_train_resume_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, run = tmp_path / "scenes", tmp_path / "run"
+    tiny = tmp_path / "model.json"
+    tiny.write_text(json.dumps({"feature_dim": 16, "transformer_layers": 1, "num_depth_candidates": 8}))
+    common = ["--data", str(data), "--num-target", "2", "--json"]
+    args = [
+        "train",
+        *common,
+        "--generate",
+        "5",
+        "--image-size",
+        "32",
+        "--views-per-scene",
+        "4",
+        "--out",
+        str(run),
+    ]
+    args += [
+        "--steps",
+        "4",
+        "--ckpt-every",
+        "2",
+        "--warmup",
+        "1",
+        "--model-config",
+        str(tiny),
+        "--device",
+        "cpu",
+    ]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["steps"] == 4 and first["resumed_from"] is None
+    assert {"psnr", "centre_distance", "boundary_floaters"} <= first.keys()
+    assert main([*args[: args.index("--steps") + 1], "6", *args[args.index("--steps") + 2 :]]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert second["resumed_from"] == 4 and second["steps"] == 6
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(run / "model"), *common, "--out", str(out), "--images", "1"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert Path(evaluated["images"][0]).read_bytes()[:4] == b"\x89PNG"
+    assert evaluated["psnr"] == pytest.approx(second["psnr"], rel=1e-4)
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
+    assert "pass --generate N" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "--pm-weight", "-1"]) == 2
+    assert "--pm-weight must be >= 0" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path / "missing"), "--data", str(tmp_path)]) == 2
+    assert "no saved model folder" in capsys.readouterr().err
