@@ -1,0 +1,5 @@
+import sys
+
+from zpressor.cli import main
+
+sys.exit(main())
