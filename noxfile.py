@@ -246,6 +246,7 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmarks (CPU here; add `-- --device cuda` on a GPU): each writes docs/benchmarks/."""
     _install_repo(session)
+    session.install(*CONSTRAINTS, "matplotlib")  # plots of the benchmark pages
     scripts = sorted(ROOT.glob("kernels-core/benchmarks/bench_*.py")) + sorted(
         ROOT.glob("packages/*/benchmarks/bench_*.py")
     )

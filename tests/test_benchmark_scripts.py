@@ -47,3 +47,53 @@ def test_chamfer_benchmark_writes_report(tmp_path):
     report = json.loads((tmp_path / "chamfer_cpu.json").read_text())
     assert [row["direction"] for row in report["rows"]] == ["single", "both"]
     assert all(row["max |loss diff|"] < 1e-4 and row["kernels-core ms"] > 0 for row in report["rows"])
+
+
+def test_rasterize_benchmark_writes_report(tmp_path):
+    bench = _load(ROOT / "kernels-core" / "benchmarks" / "bench_rasterize.py")
+    args = ["--scenes", "24x64", "32x100", "--reference-limit", "30000", "--warmup", "0", "--repeats", "1"]
+    assert bench.main([*args, "--reference-repeats", "1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "rasterize_cpu.json").read_text())["rows"]
+    assert [row["Gaussians"] for row in rows] == [64, 100]
+    assert rows[0]["grad rel. error"] < 1e-3 and rows[0]["speed-up"] > 0
+    assert (
+        "speed-up" not in rows[1] and rows[1]["kernels-core ms"] > 0 and rows[1]["kernels-core peak MiB"] >= 0
+    )
+
+
+def test_pmloss_benchmark_writes_report(tmp_path):
+    bench = _load(ROOT / "packages" / "pmloss" / "benchmarks" / "bench_pmloss.py")
+    args = ["--steps", "2", "--scenes", "5", "--image-size", "32", "--images", str(tmp_path / "images")]
+    assert bench.main([*args, "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "pmloss_cpu.json").read_text())["rows"]
+    assert [row["variant"] for row in rows] == [
+        "without PM-Loss",
+        "PM-Loss weight 0.005",
+        "PM-Loss weight 0.05",
+    ]
+    assert all(row["PSNR dB ↑"] > 0 and row["centre dist. ↓"] > 0 for row in rows)
+    assert len(list((tmp_path / "images").rglob("*.png"))) == 3  # one held-out scene, three variants
+
+
+def test_zpressor_benchmark_writes_reports(tmp_path):
+    bench = _load(ROOT / "packages" / "zpressor" / "benchmarks" / "bench_zpressor.py")
+    tiny = tmp_path / "model.json"
+    tiny.write_text(
+        json.dumps({"feature_dim": 16, "num_heads": 2, "transformer_layers": 1, "head_hidden": 8})
+    )
+    args = ["--model-config", str(tiny), "--image-size", "16", "--anchors", "2", "--zpressor-layers", "1"]
+    args += ["--views", "3", "5", "--repeats", "1", "--steps", "1", "--scenes", "5", "--eval-views", "3", "4"]
+    args += ["--train-context", "3", "--min-anchors", "2", "--max-anchors", "2", "--num-target", "1"]
+    assert bench.main([*args, "--out", str(tmp_path), "--images", str(tmp_path / "images")]) == 0
+    scaling = json.loads((tmp_path / "zpressor_scaling_cpu.json").read_text())["rows"]
+    assert [row["views"] for row in scaling] == [3, 5]
+    assert all(
+        row["uncompressed ms"] > 0 and row["ZPressor ms"] > 0 and row["uncompressed MiB"] >= 0
+        for row in scaling
+    )
+    assert scaling[0]["ZPressor ms/view"] is None and scaling[1]["ZPressor ms/view"] is not None
+    assert (tmp_path / "images" / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    quality = json.loads((tmp_path / "zpressor_quality_cpu.json").read_text())["rows"]
+    assert [row["views"] for row in quality] == [3, 4]
+    assert all(row["ZPressor PSNR"] > 0 and row["uncompressed PSNR"] > 0 for row in quality)
+    assert "| views | uncompressed ms | ZPressor ms |" in (tmp_path / "zpressor_scaling_cpu.md").read_text()

@@ -87,6 +87,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--reference-repeats", type=int, default=2)
+    parser.add_argument(
+        "--scenes",
+        nargs="+",
+        default=["128x4096", "256x65536"],
+        help="SIZExN: image SIZE×SIZE with N Gaussians (default: 128x4096 256x65536)",
+    )
+    parser.add_argument(
+        "--reference-limit",
+        type=float,
+        default=1e8,
+        help="run the dense reference only where pixels × Gaussians is at most this (default: 1e8)",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     return parser.parse_args(argv)
 
@@ -106,7 +118,10 @@ def run(args: argparse.Namespace) -> BenchmarkReport:
         machine=describe_machine(),
         command="python kernels-core/benchmarks/bench_rasterize.py  (or: nox -s bench)",
     )
-    configs = [(128, 4096, True), (256, 65536, False)]
+    configs = []
+    for spec in args.scenes:
+        size, n = (int(part) for part in spec.lower().split("x"))
+        configs.append((size, n, size * size * n <= args.reference_limit))
     for size, n, with_reference in progress(configs, desc="rasterize", total=len(configs)):
         scene = make_scene(n, size)
         projected = kernels_core.project_gaussians(

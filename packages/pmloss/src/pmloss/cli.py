@@ -65,6 +65,7 @@ def _data_config(args: argparse.Namespace, generate: int = 0) -> DataConfig:
 
 def _train(args: argparse.Namespace) -> int:
     from accel_shared.cli import resolve_device
+    from accel_shared.gs.distributed import launched_rank
     from accel_shared.gs.model import GSModelConfig
     from accel_shared.gs.train import TrainConfig
     from pmloss.experiment import build_teacher, evaluate_model, load_datasets, train_model
@@ -98,6 +99,8 @@ def _train(args: argparse.Namespace) -> int:
         model_config, train_set, train_config, teacher=teacher, pm_weight=args.pm_weight
     )
     seconds = time.perf_counter() - start
+    if launched_rank() != 0:  # under torchrun, rank 0 evaluates and reports
+        return 0
     metrics = evaluate_model(model, test_set, device=device, show_progress=not args.json)
     summary = {
         "model": str(Path(args.out) / "model"),

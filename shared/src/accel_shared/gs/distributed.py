@@ -75,3 +75,9 @@ def all_reduce_mean(values: dict[str, float], ctx: DistContext) -> dict[str, flo
     tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(tensor)
     return {k: float(v) / ctx.world_size for k, v in zip(keys, tensor.tolist(), strict=True)}
+
+
+def launched_rank() -> int:
+    """This process's rank under torchrun (``RANK``), 0 in a plain run: code after :func:`train`
+    that reports or writes files runs only where this is 0."""
+    return int(os.environ.get("RANK", "0"))
