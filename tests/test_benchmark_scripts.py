@@ -51,7 +51,7 @@ def test_chamfer_benchmark_writes_report(tmp_path):
 
 def test_rasterize_benchmark_writes_report(tmp_path):
     bench = _load(ROOT / "kernels-core" / "benchmarks" / "bench_rasterize.py")
-    args = ["--scenes", "24x64", "32x100", "--reference-limit", "30000", "--warmup", "0", "--repeats", "1"]
+    args = ["--scenes", "24x64", "32x100", "--reference-limit", "40000", "--warmup", "0", "--repeats", "1"]
     assert bench.main([*args, "--reference-repeats", "1", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "rasterize_cpu.json").read_text())["rows"]
     assert [row["Gaussians"] for row in rows] == [64, 100]
@@ -64,12 +64,13 @@ def test_rasterize_benchmark_writes_report(tmp_path):
 def test_pmloss_benchmark_writes_report(tmp_path):
     bench = _load(ROOT / "packages" / "pmloss" / "benchmarks" / "bench_pmloss.py")
     args = ["--steps", "2", "--scenes", "5", "--image-size", "32", "--images", str(tmp_path / "images")]
+    args += ["--pm-weights", "0.005", "--unaligned-weights", "0.05"]  # the defaults, spelled out
     assert bench.main([*args, "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "pmloss_cpu.json").read_text())["rows"]
     assert [row["variant"] for row in rows] == [
         "without PM-Loss",
-        "PM-Loss weight 0.005",
-        "PM-Loss weight 0.05",
+        "PM-Loss 0.005, Sim(3)",
+        "PM-Loss 0.05, no alignment",
     ]
     assert all(row["PSNR dB ↑"] > 0 and row["centre dist. ↓"] > 0 for row in rows)
     assert len(list((tmp_path / "images").rglob("*.png"))) == 3  # one held-out scene, three variants

@@ -4,7 +4,8 @@ The baseline is the dense pure-torch reference (every pixel against every splat,
 the backward), the same math without tiles or a compiled kernel. Scenes: N random Gaussians in
 front of one camera, world-space sizes that give splats of a few pixels, RGB + expected depth.
 Times are medians of repeats in one run; the peak memory of one forward + backward is measured
-in a fresh process (peak RSS minus the RSS before the call). Results go to
+in a fresh process (peak resident size
+above the size before the call, ``accel_shared.bench.peak_rss_mib``). Results go to
 ``<out>/rasterize_cpu.{json,md}``.
 
     python kernels-core/benchmarks/bench_rasterize.py        # or: nox -s bench
@@ -61,19 +62,16 @@ def forward_backward(fn, scene: dict[str, torch.Tensor], size: int) -> dict[str,
 def _peak_mib(which: str, n: int, size: int) -> float:
     """Peak extra memory (MiB) of one forward + backward, in a fresh process."""
     code = f"""
-import resource, sys
+import sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import torch, kernels_core
 from kernels_core import reference
+from accel_shared.bench import peak_rss_mib
 from bench_rasterize import make_scene, forward_backward
 scene = make_scene({n}, {size})
 fn = {"kernels_core.rasterize_gaussians" if which == "ours" else "reference.rasterize_gaussians"}
 forward_backward(fn, make_scene(8, 16), 16)  # load everything once
-with open("/proc/self/statm") as f:
-    before = int(f.read().split()[1]) * resource.getpagesize()
-forward_backward(fn, scene, {size})
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(max(peak - before, 0) / 2**20)
+print(peak_rss_mib(lambda: forward_backward(fn, scene, {size})))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])

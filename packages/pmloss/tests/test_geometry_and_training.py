@@ -67,7 +67,7 @@ def test_pm_term_uses_the_views_the_gaussians_come_from(make_batch) -> None:
 
 
 @pytest.mark.slow
-def test_cli_train_resume_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_train_resume_and_eval(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     data, run = tmp_path / "scenes", tmp_path / "run"
     tiny = tmp_path / "model.json"
     tiny.write_text(json.dumps({"feature_dim": 16, "transformer_layers": 1, "num_depth_candidates": 8}))
@@ -97,15 +97,16 @@ def test_cli_train_resume_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture
         "cpu",
     ]
     assert main(args) == 0
-    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    first = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
     assert first["steps"] == 4 and first["resumed_from"] is None
     assert {"psnr", "centre_distance", "boundary_floaters"} <= first.keys()
-    assert main([*args[: args.index("--steps") + 1], "6", *args[args.index("--steps") + 2 :]]) == 0
-    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert second["resumed_from"] == 4 and second["steps"] == 6
+    more = [*args[: args.index("--steps") + 1], "6", *args[args.index("--steps") + 2 :]]
+    assert main([*more, "--no-align"]) == 0
+    second = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert second["resumed_from"] == 4 and second["steps"] == 6 and second["align"] is False
     out = tmp_path / "eval"
     assert main(["eval", "--model", str(run / "model"), *common, "--out", str(out), "--images", "1"]) == 0
-    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    evaluated = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
     assert Path(evaluated["images"][0]).read_bytes()[:4] == b"\x89PNG"
     assert evaluated["psnr"] == pytest.approx(second["psnr"], rel=1e-4)
 

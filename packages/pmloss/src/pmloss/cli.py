@@ -96,7 +96,12 @@ def _train(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     model, result = train_model(
-        model_config, train_set, train_config, teacher=teacher, pm_weight=args.pm_weight
+        model_config,
+        train_set,
+        train_config,
+        teacher=teacher,
+        pm_weight=args.pm_weight,
+        align=not args.no_align,
     )
     seconds = time.perf_counter() - start
     if launched_rank() != 0:  # under torchrun, rank 0 evaluates and reports
@@ -108,6 +113,7 @@ def _train(args: argparse.Namespace) -> int:
         "resumed_from": result.resumed_from,
         "train_seconds": round(seconds, 2),
         "pm_weight": args.pm_weight,
+        "align": not args.no_align,
         "teacher": args.teacher if teacher is not None else None,
         **{k: round(v, 6) for k, v in metrics.items()},
     }
@@ -242,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pm.add_argument(
         "--teacher-noise", type=float, default=0.0, help="relative noise on ground-truth pointmaps"
+    )
+    pm.add_argument(
+        "--no-align",
+        action="store_true",
+        help="skip the Sim(3) alignment (only for teachers already in the scene's frame and scale)",
     )
     add_common_args(train, dtype=False)
     train.set_defaults(func=_train)

@@ -11,7 +11,6 @@ import ctypes
 import dataclasses
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -380,11 +379,6 @@ def _set_mmap_threshold(nbytes: int) -> bool:
         return False
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
 def measure_point(spec: dict[str, Any]) -> dict[str, float]:
     """Forward time and peak memory of one (model, view count), in this process.
 
@@ -394,10 +388,10 @@ def measure_point(spec: dict[str, Any]) -> dict[str, float]:
     forward at ``views`` after a warm-up forward on tiny images (that first forward is never
     timed; ``warmup`` more run before the ``repeats`` timed ones): on CUDA the peak of
     ``torch.cuda.max_memory_allocated`` above what was allocated before; on the CPU the peak resident
-    set size (``getrusage``) above the resident size before (meaningful in a fresh process only), with
+    set size (:func:`accel_shared.bench.peak_rss_mib`) above the resident size before, in a fresh process, with
     glibc's mmap threshold fixed at 128 KiB during that forward (see below), then 32 MiB for the timing.
     """
-    from accel_shared.bench import time_callable
+    from accel_shared.bench import peak_rss_mib, time_callable
 
     device = torch.device(spec["device"])
     cpu_memory = device.type == "cpu" and spec.get("memory", True)
@@ -438,10 +432,7 @@ def measure_point(spec: dict[str, Any]) -> dict[str, float]:
         torch.cuda.synchronize(device)
         peak_mib = (torch.cuda.max_memory_allocated(device) - before) / 2**20
     else:
-        before = _rss_bytes()
-        forward()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        peak_mib = max(peak - before, 0) / 2**20
+        peak_mib = peak_rss_mib(forward)
     if exact:  # time in the regime the default allocator reaches after a few forwards
         _set_mmap_threshold(_MMAP_STEADY)
     timing = time_callable(forward, warmup=int(spec["warmup"]), repeats=int(spec["repeats"]), device=device)

@@ -1,6 +1,7 @@
 """Benchmark harness: timing, machine description, reports."""
 
 from accel_shared.bench.machine import describe_machine, machine_summary
+from accel_shared.bench.memory import peak_rss_mib
 from accel_shared.bench.report import BenchmarkReport, compose_page, ratio
 from accel_shared.bench.timing import Timing, time_callable
 
@@ -10,6 +11,7 @@ __all__ = [
     "compose_page",
     "describe_machine",
     "machine_summary",
+    "peak_rss_mib",
     "ratio",
     "time_callable",
 ]
