@@ -40,7 +40,16 @@ CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 DIST_DIR = ROOT / "dist"
 BENCH_DIR = ROOT / "docs" / "benchmarks"
 # Third-party packages the tests, demos and benchmarks need beyond each distribution's own requirements.
-TEST_TOOLS = ("pytest", "transformers", "diffusers", "accelerate", "safetensors", "cuda-python", "gsplat")
+TEST_TOOLS = (
+    "pytest",
+    "transformers",
+    "diffusers",
+    "accelerate",
+    "safetensors",
+    "cuda-python",
+    "gsplat",
+    "matplotlib",  # the plots of the benchmark pages (their scripts are tested end to end)
+)
 # Build requirements of kernels-core, installed into the session so its build can be incremental.
 BUILD_TOOLS = ("scikit-build-core", "pybind11", "ninja")
 
@@ -246,7 +255,6 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmarks (CPU here; add `-- --device cuda` on a GPU): each writes docs/benchmarks/."""
     _install_repo(session)
-    session.install(*CONSTRAINTS, "matplotlib")  # plots of the benchmark pages
     scripts = sorted(ROOT.glob("kernels-core/benchmarks/bench_*.py")) + sorted(
         ROOT.glob("packages/*/benchmarks/bench_*.py")
     )

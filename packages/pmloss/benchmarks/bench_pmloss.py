@@ -60,7 +60,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pm-weights",
         type=float,
-        nargs="+",
+        nargs="*",
         default=[0.005],
         help="PM-Loss weights (with the paper's Sim(3) alignment), one trained variant each (paper: 0.005)",
     )
