@@ -420,3 +420,18 @@ def test_re10k_without_index_and_errors(tmp_path):
     (tmp_path / "train" / "index.json").write_text(json.dumps({"clip9": "000009.torch"}))
     with pytest.raises(FileNotFoundError, match="000009"):
         Re10kDataset(tmp_path)
+
+
+def test_load_datasets_generates_once_and_checks_the_view_budget(tmp_path) -> None:
+    from accel_shared.gs.data import DataConfig, load_datasets
+
+    config = DataConfig(
+        root=tmp_path / "d", generate=5, views_per_scene=4, image_size=16, num_context=2, num_target=2
+    )
+    train_set, test_set = load_datasets(config, show_progress=False)
+    assert len(train_set) + len(test_set) == 5 and len(test_set) == 1
+    assert train_set[0]["context"]["image"].shape == (2, 3, 16, 16)
+    with pytest.raises(ValueError, match="needs 3 \\+ 2 target views per scene"):
+        load_datasets(DataConfig(root=tmp_path / "d", num_context=3, num_target=2), show_progress=False)
+    with pytest.raises(FileNotFoundError, match="pass --generate N"):
+        load_datasets(DataConfig(root=tmp_path / "missing"), show_progress=False)

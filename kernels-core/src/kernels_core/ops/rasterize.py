@@ -353,6 +353,25 @@ def _check_gaussians(
     )
 
 
+def render_channels(colors: torch.Tensor, depths: torch.Tensor, render_mode: str) -> torch.Tensor:
+    """What each splat carries into the image for ``render_mode``: colors [B, N, K] and/or the
+    camera-space depths [B, C, N] as the last channel -> [B, C, N, K']."""
+    batch, cameras, n = depths.shape
+    channels = []
+    if render_mode.startswith("RGB"):
+        channels.append(colors.unsqueeze(1).expand(batch, cameras, n, colors.shape[-1]))
+    if "D" in render_mode:
+        channels.append(depths.unsqueeze(-1))
+    return torch.cat(channels, dim=-1)
+
+
+def normalise_depth(render: torch.Tensor, alphas: torch.Tensor, render_mode: str) -> torch.Tensor:
+    """For the "ED" modes, the accumulated depth (last channel) divided by alpha: the expected depth."""
+    if not render_mode.endswith("ED"):
+        return render
+    return torch.cat([render[..., :-1], render[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
+
+
 def rasterize_gaussians(
     means: torch.Tensor,
     quats: torch.Tensor,
@@ -400,12 +419,7 @@ def rasterize_gaussians(
         far_plane=far_plane,
     )
     images = batch * cameras
-    channels = []
-    if render_mode.startswith("RGB"):
-        channels.append(colors.unsqueeze(1).expand(batch, cameras, n, colors.shape[-1]))
-    if "D" in render_mode:
-        channels.append(projected.depths.unsqueeze(-1))
-    features = torch.cat(channels, dim=-1).reshape(images, n, -1)
+    features = render_channels(colors, projected.depths, render_mode).reshape(images, n, -1)
     means2d = projected.means2d.reshape(images, n, 2)
     radii = projected.radii.reshape(images, n, 2)
     isects = intersect_tiles(means2d, radii, projected.depths.reshape(images, n), tile_size, width, height)
@@ -422,7 +436,6 @@ def rasterize_gaussians(
         isects.flatten_ids,
         flat_backgrounds,
     )
-    if render_mode.endswith("ED"):
-        render = torch.cat([render[..., :-1], render[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
+    render = normalise_depth(render, alphas, render_mode)
     shape = (batch, cameras, height, width)
     return RasterizeOutput(render.reshape(*shape, -1), alphas.reshape(*shape, 1), projected.radii)

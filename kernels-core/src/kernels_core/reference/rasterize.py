@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from kernels_core.ops.gaussian_projection import project_gaussians, tile_bounds
-from kernels_core.ops.rasterize import RENDER_MODES, RasterizeOutput
+from kernels_core.ops.rasterize import RENDER_MODES, RasterizeOutput, normalise_depth, render_channels
 
 MIN_ALPHA, MAX_ALPHA, MIN_TRANSMITTANCE = 1.0 / 255.0, 0.999, 1e-4
 
@@ -140,12 +140,7 @@ def rasterize_gaussians(
         near_plane=near_plane,
         far_plane=far_plane,
     )
-    channels = []
-    if render_mode.startswith("RGB"):
-        channels.append(colors.unsqueeze(1).expand(batch, cameras, n, colors.shape[-1]))
-    if "D" in render_mode:
-        channels.append(projected.depths.unsqueeze(-1))
-    features = torch.cat(channels, dim=-1).reshape(images, n, -1)
+    features = render_channels(colors, projected.depths, render_mode).reshape(images, n, -1)
     means2d = projected.means2d.reshape(images, n, 2)
     depths = projected.depths.reshape(images, n)
     tiles_x, tiles_y = -(-width // tile_size), -(-height // tile_size)
@@ -168,7 +163,6 @@ def rasterize_gaussians(
     )
     flat_backgrounds = None if backgrounds is None else backgrounds.reshape(images, -1)
     render, alpha = _composite(alphas * member, sort(features).unsqueeze(1), flat_backgrounds)
-    if render_mode.endswith("ED"):
-        render = torch.cat([render[..., :-1], render[..., -1:] / alpha.clamp(min=1e-10)], dim=-1)
+    render = normalise_depth(render, alpha, render_mode)
     shape = (batch, cameras, height, width)
     return RasterizeOutput(render.reshape(*shape, -1), alpha.reshape(*shape, 1), projected.radii)

@@ -7,7 +7,6 @@ module adds the PM-Loss term, the geometry metrics and the rendered examples.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from accel_shared.cli import progress
-from accel_shared.gs.data import MultiViewDataset, generate_dataset, read_meta
+from accel_shared.gs.data import DataConfig, load_datasets
 from accel_shared.gs.evaluation import evaluate, move_to_device
 from accel_shared.gs.images import colorize_depth, image_grid, save_png
 from accel_shared.gs.model import FeedForwardGS, GSModelConfig
@@ -34,59 +33,6 @@ __all__ = [
     "render_examples",
     "train_model",
 ]
-
-
-@dataclass
-class DataConfig:
-    """Where the multi-view data lives and how items are drawn from it.
-
-    Attributes:
-        root: a dataset of :mod:`accel_shared.gs.data` (generated there when ``generate`` > 0 and the
-            folder is empty or missing).
-        generate: number of procedural scenes to generate when ``root`` holds no dataset (0: never).
-        views_per_scene, image_size, data_seed: generator settings (used only when generating).
-        num_context, num_target: views per item.
-        test_fraction: share of scenes held out for evaluation.
-    """
-
-    root: str | Path
-    generate: int = 0
-    views_per_scene: int = 8
-    image_size: int = 64
-    data_seed: int = 0
-    num_context: int = 2
-    num_target: int = 4
-    test_fraction: float = 0.2
-
-
-def load_datasets(config: DataConfig, *, show_progress: bool = True) -> tuple[Dataset, Dataset]:
-    """(train, test) datasets; generates the scenes first when asked to and none are there."""
-    root = Path(config.root)
-    if not (root / "meta.json").is_file():
-        if config.generate <= 0:
-            raise FileNotFoundError(f"no multi-view dataset at {root} (meta.json missing); pass --generate N")
-        generate_dataset(
-            root,
-            config.generate,
-            views_per_scene=config.views_per_scene,
-            image_size=(config.image_size, config.image_size),
-            seed=config.data_seed,
-            progress=show_progress,
-        )
-    read_meta(root)
-    views = (config.num_context, config.num_target, config.test_fraction)
-    train_set = MultiViewDataset(
-        root, num_context=views[0], num_target=views[1], split="train", test_fraction=views[2]
-    )
-    test_set = MultiViewDataset(
-        root,
-        num_context=views[0],
-        num_target=views[1],
-        split="test",
-        test_fraction=views[2],
-        view_sampler="fixed",
-    )
-    return train_set, test_set
 
 
 def build_teacher(spec: str, *, noise: float = 0.0, seed: int = 0) -> PointmapTeacher:
@@ -195,13 +141,3 @@ def _add_batch_dim(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _add_batch_dim(v) for k, v in value.items()}
     return [value]
-
-
-@dataclass
-class RunSummary:
-    """One trained variant and its held-out metrics (used by the CLI and the benchmark)."""
-
-    name: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    train_seconds: float = 0.0
-    steps: int = 0

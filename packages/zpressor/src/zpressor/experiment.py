@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from accel_shared.cli import progress
-from accel_shared.gs.data import MultiViewDataset, generate_dataset, read_meta
+from accel_shared.gs.data import DataConfig, MultiViewDataset, check_views, load_datasets
 from accel_shared.gs.evaluation import evaluate
 from accel_shared.gs.model import CONFIG_NAME, FeedForwardGS, GSModelConfig
 from accel_shared.gs.train import MODEL_DIR, TrainConfig, TrainResult, train
@@ -85,72 +85,6 @@ class CompressorConfig:
         if unknown:
             raise ValueError(f"CompressorConfig: unknown keys {unknown}")
         return cls(**data)
-
-
-@dataclass
-class DataConfig:
-    """Where the multi-view data lives and how items are drawn from it.
-
-    Attributes:
-        root: a dataset of :mod:`accel_shared.gs.data` (generated there when ``generate`` > 0 and the folder
-            is empty or missing).
-        generate: number of procedural scenes to generate when ``root`` holds no dataset (0: never).
-        views_per_scene, image_size, data_seed: generator settings (used only when generating). Scenes
-            need at least (the most context views evaluated) + ``num_target`` views.
-        num_context, num_target: views per training item (targets are never context views).
-        test_fraction: share of scenes held out for evaluation.
-    """
-
-    root: str | Path
-    generate: int = 0
-    views_per_scene: int = 40
-    image_size: int = 48
-    data_seed: int = 0
-    num_context: int = 12
-    num_target: int = 4
-    test_fraction: float = 0.2
-
-
-def check_views(root: str | Path, num_context: int, num_target: int, *, what: str = "--num-context") -> None:
-    """ValueError unless the dataset at ``root`` has ``num_context + num_target`` views per scene (so the
-    targets are novel views, never context views)."""
-    meta = read_meta(root)
-    have = int(meta["views_per_scene"])
-    if num_context < 1 or num_target < 1:
-        raise ValueError(f"{what} and --num-target must be >= 1, got {num_context} and {num_target}")
-    if num_context + num_target > have:
-        raise ValueError(
-            f"{what} {num_context} needs {num_context} + {num_target} target views per scene, but the dataset "
-            f"at {root} has {have}; generate one with --views-per-scene {num_context + num_target} or more"
-        )
-
-
-def load_datasets(
-    config: DataConfig, *, show_progress: bool = True
-) -> tuple[MultiViewDataset, MultiViewDataset]:
-    """(train, test) datasets of ``num_context`` context views; generates the scenes first when asked
-    to and none are there. The test set uses the fixed view sampler."""
-    root = Path(config.root)
-    if not (root / "meta.json").is_file():
-        if config.generate <= 0:
-            raise FileNotFoundError(f"no multi-view dataset at {root} (meta.json missing); pass --generate N")
-        generate_dataset(
-            root,
-            config.generate,
-            views_per_scene=config.views_per_scene,
-            image_size=(config.image_size, config.image_size),
-            seed=config.data_seed,
-            progress=show_progress,
-        )
-    check_views(root, config.num_context, config.num_target)
-    common: dict[str, Any] = {
-        "num_context": config.num_context,
-        "num_target": config.num_target,
-        "test_fraction": config.test_fraction,
-    }
-    train_set = MultiViewDataset(root, split="train", **common)
-    test_set = MultiViewDataset(root, split="test", view_sampler="fixed", **common)
-    return train_set, test_set
 
 
 def build_model(
