@@ -13,7 +13,7 @@ import pytest
 import torch
 from _gs_model_fixtures import PlaneScenes, TakeViews, tiny_config
 
-from accel_shared.gs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from accel_shared.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from accel_shared.gs.evaluation import evaluate
 from accel_shared.gs.model import FeedForwardGS, GSModelOutput
 from accel_shared.gs.sampler import ResumableSampler

@@ -36,14 +36,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from accel_shared.cli import progress, seed_everything
-from accel_shared.gs.checkpoint import (
+from accel_shared.checkpoint import (
     get_rng_state,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
     set_rng_state,
 )
+from accel_shared.cli import progress, seed_everything
 from accel_shared.gs.distributed import DistContext, all_reduce_mean, setup_distributed, teardown_distributed
 from accel_shared.gs.evaluation import evaluate, move_to_device
 from accel_shared.gs.losses import PhotometricLoss
