@@ -15,12 +15,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from accel_shared.cli import CLIError, DemoResult, add_command, add_common_args, emit, make_parser, run_cli
-
-if TYPE_CHECKING:
-    from pmloss.experiment import DataConfig
+from accel_shared.gs.cli_args import (
+    add_data_args,
+    add_train_args,
+    data_config_from_args,
+    model_config_from_args,
+)
 
 PROG = "pmloss"
 
@@ -36,48 +38,16 @@ examples:
 """
 
 
-def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data")
-    group.add_argument(
-        "--data", required=True, type=Path, help="multi-view dataset folder (accel_shared.gs.data)"
-    )
-    group.add_argument("--num-context", type=int, default=2, help="context views per item (default: 2)")
-    group.add_argument("--num-target", type=int, default=4, help="target views per item (default: 4)")
-    group.add_argument(
-        "--test-fraction", type=float, default=0.2, help="held-out share of scenes (default: 0.2)"
-    )
-
-
-def _data_config(args: argparse.Namespace, generate: int = 0) -> DataConfig:
-    from pmloss.experiment import DataConfig
-
-    return DataConfig(
-        root=args.data,
-        generate=generate,
-        views_per_scene=getattr(args, "views_per_scene", 8),
-        image_size=getattr(args, "image_size", 64),
-        data_seed=args.seed,
-        num_context=args.num_context,
-        num_target=args.num_target,
-        test_fraction=args.test_fraction,
-    )
-
-
 def _train(args: argparse.Namespace) -> int:
     from accel_shared.cli import resolve_device
     from accel_shared.gs.distributed import launched_rank
-    from accel_shared.gs.model import GSModelConfig
     from accel_shared.gs.train import TrainConfig
     from pmloss.experiment import build_teacher, evaluate_model, load_datasets, train_model
 
     if args.pm_weight < 0:
         raise CLIError(f"--pm-weight must be >= 0 (0 trains without PM-Loss), got {args.pm_weight}")
-    train_set, test_set = load_datasets(_data_config(args, args.generate), show_progress=not args.json)
-    model_config = (
-        GSModelConfig.from_dict(json.loads(args.model_config.read_text()))
-        if args.model_config
-        else (GSModelConfig())
-    )
+    train_set, test_set = load_datasets(data_config_from_args(args), show_progress=not args.json)
+    model_config = model_config_from_args(args)
     device = resolve_device(args.device)
     train_config = TrainConfig(
         steps=args.steps,
@@ -130,7 +100,7 @@ def _eval(args: argparse.Namespace) -> int:
     if not args.model.is_dir():
         raise FileNotFoundError(f"--model: no saved model folder at {args.model}")
     device = resolve_device(args.device)
-    _, test_set = load_datasets(_data_config(args), show_progress=not args.json)
+    _, test_set = load_datasets(data_config_from_args(args), show_progress=not args.json)
     model = FeedForwardGS.from_pretrained(args.model)
     metrics = evaluate_model(
         model, test_set, batch_size=args.batch_size, device=device, show_progress=not args.json
@@ -217,26 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         "PSNR, SSIM, depth error, Gaussian-centre distance to the true surface, boundary floaters).",
         epilog=_EPILOG,
     )
-    _add_data_args(train)
-    train.add_argument(
-        "--generate", type=int, default=0, help="generate N procedural scenes if --data is empty"
-    )
-    train.add_argument(
-        "--image-size", type=int, default=64, help="image size of generated scenes (default: 64)"
-    )
-    train.add_argument(
-        "--views-per-scene", type=int, default=8, help="views of generated scenes (default: 8)"
-    )
-    train.add_argument(
-        "--out", type=Path, default=Path("runs/pmloss"), help="run folder (default: runs/pmloss)"
-    )
-    train.add_argument("--steps", type=int, default=1000, help="optimizer steps (default: 1000)")
-    train.add_argument("--batch-size", type=int, default=2, help="scenes per step (default: 2)")
-    train.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default: 2e-4)")
-    train.add_argument("--warmup", type=int, default=100, help="warm-up steps (default: 100)")
-    train.add_argument("--ckpt-every", type=int, default=200, help="checkpoint interval (default: 200)")
-    train.add_argument("--no-resume", action="store_true", help="start fresh even if --out has a checkpoint")
-    train.add_argument("--model-config", type=Path, help="JSON of accel_shared.gs.GSModelConfig fields")
+    add_data_args(train, num_context=2, generation=(64, 8))
+    add_train_args(train, out=Path("runs/pmloss"), batch_size=2)
     pm = train.add_argument_group("PM-Loss")
     pm.add_argument(
         "--pm-weight", type=float, default=0.005, help="loss weight; 0 = baseline (default: 0.005)"
@@ -268,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--model", required=True, type=Path, help="folder written by `pmloss train` (OUT/model)"
     )
-    _add_data_args(evaluate)
+    add_data_args(evaluate, num_context=2)
     evaluate.add_argument("--out", type=Path, default=Path("eval/pmloss"), help="output folder")
     evaluate.add_argument("--images", type=int, default=4, help="scenes to render as PNG (default: 4)")
     evaluate.add_argument("--batch-size", type=int, default=1)

@@ -19,9 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accel_shared.cli import CLIError, DemoResult, add_command, add_common_args, emit, make_parser, run_cli
+from accel_shared.gs.cli_args import (
+    add_data_args,
+    add_train_args,
+    data_config_from_args,
+    model_config_from_args,
+)
 
 if TYPE_CHECKING:
-    from zpressor.experiment import CompressorConfig, DataConfig
+    from zpressor.experiment import CompressorConfig
 
 PROG = "zpressor"
 RUN_NAME = "zpressor_run.json"  # the settings of a run folder, checked on resume
@@ -36,36 +42,6 @@ examples:
   zpressor eval --model ./runs/zp/model --data ./scenes --views 12 24 36 --anchors 6
   zpressor demo
 """
-
-
-def _add_data_args(parser: argparse.ArgumentParser, *, context: bool) -> None:
-    group = parser.add_argument_group("data")
-    group.add_argument(
-        "--data", required=True, type=Path, help="multi-view dataset folder (accel_shared.gs.data)"
-    )
-    if context:
-        group.add_argument(
-            "--num-context", type=int, default=12, help="context (input) views per item (default: 12)"
-        )
-    group.add_argument("--num-target", type=int, default=4, help="target views per item (default: 4)")
-    group.add_argument(
-        "--test-fraction", type=float, default=0.2, help="held-out share of scenes (default: 0.2)"
-    )
-
-
-def _data_config(args: argparse.Namespace) -> DataConfig:
-    from zpressor.experiment import DataConfig
-
-    return DataConfig(
-        root=args.data,
-        generate=args.generate,
-        views_per_scene=args.views_per_scene,
-        image_size=args.image_size,
-        data_seed=args.seed,
-        num_context=args.num_context,
-        num_target=args.num_target,
-        test_fraction=args.test_fraction,
-    )
 
 
 def _compressor_config(args: argparse.Namespace) -> CompressorConfig | None:
@@ -116,19 +92,14 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float]:
 def _train(args: argparse.Namespace) -> int:
     from accel_shared.cli import resolve_device
     from accel_shared.gs.distributed import launched_rank
-    from accel_shared.gs.model import GSModelConfig
     from accel_shared.gs.train import TrainConfig
     from zpressor.experiment import evaluate_views, load_datasets, train_model
 
     compressor = _compressor_config(args)
     if args.steps < 1:
         raise CLIError(f"--steps must be >= 1, got {args.steps}")
-    model_config = (
-        GSModelConfig.from_dict(json.loads(args.model_config.read_text()))
-        if args.model_config
-        else GSModelConfig()
-    )
-    train_set, _ = load_datasets(_data_config(args), show_progress=not args.json)
+    model_config = model_config_from_args(args)
+    train_set, _ = load_datasets(data_config_from_args(args), show_progress=not args.json)
     device = resolve_device(args.device)
     settings = {
         "compress": compressor is not None,
@@ -346,29 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
         "and OUT/metrics.json (held-out PSNR, SSIM, depth error at --num-context views, K = --anchors).",
         epilog=_EPILOG,
     )
-    _add_data_args(train, context=True)
-    train.add_argument(
-        "--generate", type=int, default=0, help="generate N procedural scenes if --data is empty"
+    add_data_args(
+        train,
+        num_context=12,
+        generation=(48, 40),
+        views_help="views of generated scenes; evaluating V views needs V + --num-target",
     )
-    train.add_argument(
-        "--image-size", type=int, default=48, help="image size of generated scenes (default: 48)"
-    )
-    train.add_argument(
-        "--views-per-scene",
-        type=int,
-        default=40,
-        help="views of generated scenes; evaluating V views needs V + --num-target (default: 40)",
-    )
-    train.add_argument(
-        "--out", type=Path, default=Path("runs/zpressor"), help="run folder (default: runs/zpressor)"
-    )
-    train.add_argument("--steps", type=int, default=1000, help="optimizer steps (default: 1000)")
-    train.add_argument("--batch-size", type=int, default=1, help="scenes per step (default: 1)")
-    train.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default: 2e-4)")
-    train.add_argument("--warmup", type=int, default=100, help="warm-up steps (default: 100)")
-    train.add_argument("--ckpt-every", type=int, default=200, help="checkpoint interval (default: 200)")
-    train.add_argument("--no-resume", action="store_true", help="start fresh even if --out has a checkpoint")
-    train.add_argument("--model-config", type=Path, help="JSON of accel_shared.gs.GSModelConfig fields")
+    add_train_args(train, out=Path("runs/zpressor"), batch_size=1)
     zp = train.add_argument_group("ZPressor")
     zp.add_argument("--no-compress", action="store_true", help="train the uncompressed baseline")
     zp.add_argument(
@@ -397,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--model", required=True, type=Path, help="folder written by `zpressor train` (OUT/model)"
     )
-    _add_data_args(evaluate, context=False)
+    add_data_args(evaluate, num_context=None)
     evaluate.add_argument(
         "--views",
         type=int,
