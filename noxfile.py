@@ -3,7 +3,7 @@
     nox -s tests                       CPU tests of every distribution
     nox -s tests -- kernels-core       one distribution (names: see DISTRIBUTIONS), or `repo`
     nox -s tests -- kernels-core -- -k causal     extra pytest arguments after a second `--`
-    nox -s lint                        ruff, and mypy on kernels_core and accel_shared
+    nox -s lint                        ruff, and mypy on every distribution's package
     nox -s build                       wheels and sdists of every distribution into dist/
     nox -s install [-- NAME]           a fresh venv installs NAME from dist/ with no index
     nox -s demo                        every package's demo, one summary table
@@ -143,12 +143,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format check) on the whole tree; mypy on kernels_core and accel_shared."""
+    """ruff (lint and format check) on the whole tree; mypy on every distribution's package."""
     _install_torch(session)
     session.install(*CONSTRAINTS, "ruff", "mypy")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("mypy", "kernels-core/src/kernels_core", "shared/src/accel_shared")
+    session.run("mypy", *(str(d.path / "src" / d.import_name) for d in DISTRIBUTIONS))
 
 
 @nox.session
