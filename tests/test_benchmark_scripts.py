@@ -98,3 +98,54 @@ def test_zpressor_benchmark_writes_reports(tmp_path):
     assert [row["views"] for row in quality] == [3, 4]
     assert all(row["ZPressor PSNR"] > 0 and row["uncompressed PSNR"] > 0 for row in quality)
     assert "| views | uncompressed ms | ZPressor ms |" in (tmp_path / "zpressor_scaling_cpu.md").read_text()
+
+
+def _save_tiny_lm(path: Path, tokenizer, *, layers: int, seed: int) -> Path:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_rstitch_benchmark_writes_report(tmp_path):
+    from rstitch.router import Router
+    from rstitch.tokenizer import build_tokenizer
+
+    bench = _load(ROOT / "packages" / "rstitch" / "benchmarks" / "bench_rstitch.py")
+    tokenizer = build_tokenizer()
+    slm = _save_tiny_lm(tmp_path / "slm", tokenizer, layers=1, seed=0)
+    llm = _save_tiny_lm(tmp_path / "llm", tokenizer, layers=2, seed=1)
+    router = Router(32).save(tmp_path / "router.pt")
+    args = ["--slm", str(slm), "--llm", str(llm), "--router", str(router), "--problems", "2"]
+    args += [
+        "--tau",
+        "0.5",
+        "0.9",
+        "--max-new-tokens",
+        "6",
+        "--out",
+        str(tmp_path),
+        "--images",
+        str(tmp_path),
+    ]
+    assert bench.main(args) == 0
+    rows = json.loads((tmp_path / "rstitch_cpu.json").read_text())["rows"]
+    methods = [row["method"] for row in rows]
+    assert methods[:4] == ["llm", "slm", "llm-generate", "speculative"]
+    assert {"per-token τ=0.5", "r-stitch τ=0.9", "r-stitch+ τ=0.005"} <= set(methods)
+    llm_row = rows[0]
+    assert llm_row["speed-up vs LLM"] == 1.0 and llm_row["LLM token share (%)"] == 100.0
+    assert next(r for r in rows if r["method"] == "slm")["LLM token share (%)"] == 0.0
+    assert (tmp_path / "accuracy_latency_cpu.png").read_bytes()[:4] == b"\x89PNG"

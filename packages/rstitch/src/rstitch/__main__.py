@@ -1,0 +1,5 @@
+import sys
+
+from rstitch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,215 @@
+"""One harness for R-Stitch and its baselines: accuracy, latency, speed-up and LLM share on a problem set.
+
+Every method decodes every problem greedily; the methods take turns problem by problem (not one method
+after the other), so slow drifts of the machine affect them alike. Each method first decodes one
+problem untimed (warm-up). Latency is the wall clock of one call, prompt prefill included.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from accel_shared.cli import progress
+from rstitch.answers import answers_match, extract_answer
+from rstitch.arithmetic import PROMPT_TEMPLATE
+from rstitch.baselines import decode_alone, transformers_generate
+from rstitch.generator import RouterPolicy, StitchedGenerator, StitchOutput
+
+__all__ = ["METHODS", "Method", "MethodResult", "build_methods", "evaluate", "plot_accuracy_latency"]
+
+METHODS = ("slm", "llm", "llm-generate", "speculative", "per-token", "r-stitch", "r-stitch+")
+
+
+@dataclass
+class Method:
+    """A decoding method: ``run(prompt_ids [1, P]) -> StitchOutput``."""
+
+    name: str
+    run: Callable[[torch.Tensor], StitchOutput]
+    tau: float | None = None
+
+
+@dataclass
+class MethodResult:
+    """A method's results on the problem set (``speedup``: LLM-alone mean latency / this mean latency)."""
+
+    method: str
+    tau: float | None
+    accuracy: float
+    mean_latency_s: float
+    median_latency_s: float
+    speedup: float
+    llm_share: float
+    mean_new_tokens: float
+    correct: list[bool] = field(default_factory=list, repr=False)
+    answers: list[str | None] = field(default_factory=list, repr=False)
+
+    @property
+    def label(self) -> str:
+        return self.method if self.tau is None else f"{self.method} τ={self.tau:g}"
+
+
+def build_methods(
+    slm: Any,
+    llm: Any,
+    tokenizer: Any,
+    *,
+    taus: Sequence[float],
+    include: Sequence[str] = METHODS,
+    router: RouterPolicy | None = None,
+    router_tau: float | None = None,
+    uncertainty: str = "entropy",
+    max_new_tokens: int = 256,
+) -> list[Method]:
+    """The methods of ``include`` (``"per-token"`` and ``"r-stitch"`` once per τ; ``"r-stitch+"`` needs
+    ``router`` and ``router_tau``). The LLM alone is always included: it is the speed-up's reference."""
+    unknown = [m for m in include if m not in METHODS]
+    if unknown:
+        raise ValueError(f"build_methods: unknown methods {unknown}; known: {list(METHODS)}")
+    if "r-stitch+" in include and (router is None or router_tau is None):
+        raise ValueError("build_methods: r-stitch+ needs a router and router_tau")
+    eos = tokenizer.eos_token_id
+    methods = [
+        Method(
+            "llm",
+            lambda ids: decode_alone(llm, ids, label="llm", max_new_tokens=max_new_tokens, eos_token_id=eos),
+        )
+    ]
+    if "slm" in include:
+        methods.append(
+            Method(
+                "slm",
+                lambda ids: decode_alone(
+                    slm, ids, label="slm", max_new_tokens=max_new_tokens, eos_token_id=eos
+                ),
+            )
+        )
+    if "llm-generate" in include:
+        methods.append(
+            Method(
+                "llm-generate",
+                lambda ids: transformers_generate(llm, ids, max_new_tokens=max_new_tokens, eos_token_id=eos),
+            )
+        )
+    if "speculative" in include:
+        methods.append(
+            Method(
+                "speculative",
+                lambda ids: transformers_generate(
+                    llm, ids, assistant_model=slm, max_new_tokens=max_new_tokens, eos_token_id=eos
+                ),
+            )
+        )
+
+    def stitched(tau: float, **kwargs: Any) -> Callable[[torch.Tensor], StitchOutput]:
+        generator = StitchedGenerator(slm, llm, tokenizer, tau=tau, uncertainty=uncertainty, **kwargs)
+        return lambda ids: generator.generate(ids, max_new_tokens=max_new_tokens)
+
+    for tau in taus:
+        if "per-token" in include:
+            methods.append(Method("per-token", stitched(tau, switch_back="always"), tau))
+        if "r-stitch" in include:
+            methods.append(Method("r-stitch", stitched(tau), tau))
+    if "r-stitch+" in include and router is not None and router_tau is not None:
+        methods.append(Method("r-stitch+", stitched(router_tau, router=router), router_tau))
+    return methods
+
+
+def evaluate(
+    methods: Sequence[Method],
+    tokenizer: Any,
+    rows: Sequence[dict[str, str]],
+    *,
+    prompt_template: str = PROMPT_TEMPLATE,
+    show_progress: bool = True,
+) -> list[MethodResult]:
+    """Run every method on every row (``question`` / ``answer``) and summarise; LLM alone must be present."""
+    if not rows:
+        raise ValueError("evaluate: no problems")
+    if not any(m.name == "llm" and m.tau is None for m in methods):
+        raise ValueError("evaluate: the methods must include 'llm' (the speed-up reference)")
+    prompts = [
+        tokenizer(prompt_template.format(question=r["question"]), return_tensors="pt").input_ids for r in rows
+    ]
+    for method in methods:
+        method.run(prompts[0])  # warm-up, untimed
+    outputs: dict[int, list[StitchOutput]] = {i: [] for i in range(len(methods))}
+    for prompt in progress(prompts, desc="evaluate", total=len(prompts), enabled=show_progress):
+        for i, method in enumerate(methods):
+            outputs[i].append(method.run(prompt))
+    results = []
+    for i, method in enumerate(methods):
+        texts = [tokenizer.decode(o.new_tokens, skip_special_tokens=True) for o in outputs[i]]
+        answers = [extract_answer(t) for t in texts]
+        correct = [answers_match(a, r["answer"]) for a, r in zip(answers, rows, strict=True)]
+        latencies = [o.latency_s for o in outputs[i]]
+        tokens = sum(len(o.sources) for o in outputs[i])
+        results.append(
+            MethodResult(
+                method=method.name,
+                tau=method.tau,
+                accuracy=sum(correct) / len(correct),
+                mean_latency_s=statistics.fmean(latencies),
+                median_latency_s=statistics.median(latencies),
+                speedup=float("nan"),
+                llm_share=sum(o.sources.count("llm") for o in outputs[i]) / max(1, tokens),
+                mean_new_tokens=tokens / len(outputs[i]),
+                correct=correct,
+                answers=answers,
+            )
+        )
+    reference = next(r for r in results if r.method == "llm" and r.tau is None).mean_latency_s
+    for r in results:
+        r.speedup = reference / r.mean_latency_s
+    return results
+
+
+def plot_accuracy_latency(results: Sequence[MethodResult], path: str | Path, *, title: str = "") -> Path:
+    """Accuracy against mean latency, one marker per method (R-Stitch and per-token routing as τ curves)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for name, marker in (("r-stitch", "o-"), ("per-token", "s--")):
+        curve = sorted((r for r in results if r.method == name), key=lambda r: r.mean_latency_s)
+        if curve:
+            ax.plot(
+                [r.mean_latency_s * 1e3 for r in curve], [r.accuracy * 100 for r in curve], marker, label=name
+            )
+            for r in curve:
+                ax.annotate(
+                    f"τ={r.tau:g}",
+                    (r.mean_latency_s * 1e3, r.accuracy * 100),
+                    fontsize=7,
+                    xytext=(4, -8),
+                    textcoords="offset points",
+                )
+    for r in results:
+        if r.method not in ("r-stitch", "per-token"):
+            ax.plot(
+                r.mean_latency_s * 1e3,
+                r.accuracy * 100,
+                "D" if r.method == "r-stitch+" else "^",
+                label=r.label,
+                markersize=8,
+            )
+    ax.set_xlabel("mean latency per problem (ms)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
