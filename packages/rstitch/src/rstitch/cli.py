@@ -452,14 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--lam", type=float, default=0.5, help="latency weight λ (default: 0.5)")
     tr.add_argument("--rollouts", type=int, default=4, help="sampled decodings per problem (default: 4)")
-    tr.add_argument("--steps", type=int, default=100, help="problems to train on (default: 100)")
+    tr.add_argument("--steps", type=int, default=300, help="problems to train on (default: 300)")
     tr.add_argument("--lr", type=float, default=3e-3, help="(default: 3e-3)")
     tr.add_argument("--max-new-tokens", type=int, default=160, help="(default: 160)")
     tr.add_argument("--prompt-template", default=PROMPT_TEMPLATE, help="must contain {question}")
     tr.add_argument(
         "--data", type=Path, help="a JSONL file with 'question' and 'answer' (default: synthetic)"
     )
-    tr.add_argument("--problems", type=int, default=100, help="synthetic training problems (default: 100)")
+    tr.add_argument("--problems", type=int, default=300, help="synthetic training problems (default: 300)")
     tr.add_argument("--limit", type=int, help="use only the first N problems")
     add_common_args(tr)
     tr.set_defaults(func=_train_router)

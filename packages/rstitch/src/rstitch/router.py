@@ -122,7 +122,7 @@ class RouterTrainConfig:
     tau: float = 0.005
     lam: float = 0.5
     rollouts: int = 4
-    steps: int = 100  # problems
+    steps: int = 300  # problems
     lr: float = 3e-3
     max_new_tokens: int = 160
     seed: int = 0
