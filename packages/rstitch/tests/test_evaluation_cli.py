@@ -562,3 +562,22 @@ def test_models_with_different_tokenizers_are_refused(
     )
     assert code == 2 and out == ""
     assert "share a tokenizer" in error_line(err)
+
+
+def test_demo_runs_offline_on_the_shipped_pair(capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--problems", "2", "--json", "--device", "cpu"]) == 0
+    result = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert result["method"] == "rstitch"
+    assert result["baseline_time_s"] > 0 and result["accelerated_time_s"] > 0
+    assert result["speed_ratio"] == pytest.approx(result["baseline_time_s"] / result["accelerated_time_s"])
+    assert 0.0 <= result["quality_value"] <= 1.0
+
+
+def test_shipped_pair_shares_its_tokenizer_and_the_llm_is_the_deeper_model() -> None:
+    from rstitch.models import load_pair
+
+    pair = load_pair()
+    assert len(pair.tokenizer) == pair.slm.config.vocab_size == pair.llm.config.vocab_size
+    assert pair.llm.config.num_hidden_layers > pair.slm.config.num_hidden_layers
+    ids = pair.tokenizer("Question: Tom has 40 pens .", return_tensors="pt").input_ids
+    assert pair.tokenizer.decode(ids[0]) == "Question: Tom has 40 pens ."

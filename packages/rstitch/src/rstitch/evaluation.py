@@ -171,42 +171,64 @@ def evaluate(
 
 
 def plot_accuracy_latency(results: Sequence[MethodResult], path: str | Path, *, title: str = "") -> Path:
-    """Accuracy against mean latency, one marker per method (R-Stitch and per-token routing as τ curves)."""
+    """Accuracy against mean latency: every method on the left, a zoom on the stitched methods on the
+    right (R-Stitch and per-token routing as τ curves, R-Stitch+ and speculative decoding as points)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for name, marker in (("r-stitch", "o-"), ("per-token", "s--")):
-        curve = sorted((r for r in results if r.method == name), key=lambda r: r.mean_latency_s)
-        if curve:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), dpi=120)
+    curves = {"r-stitch": ("o-", "C0"), "per-token": ("s--", "C1")}
+    points = [r for r in results if r.method not in curves]
+    zoomed = [r for r in results if r.method in curves or r.method in ("r-stitch+", "speculative")]
+    for ax, zoom in zip(axes, (False, True), strict=True):
+        for name, (style, color) in curves.items():
+            curve = sorted((r for r in results if r.method == name), key=lambda r: r.mean_latency_s)
+            if not curve:
+                continue
+            x = [r.mean_latency_s * 1e3 for r in curve]
             ax.plot(
-                [r.mean_latency_s * 1e3 for r in curve], [r.accuracy * 100 for r in curve], marker, label=name
+                x,
+                [r.accuracy * 100 for r in curve],
+                style,
+                color=color,
+                label=name,
+                mfc="none" if name == "per-token" else color,
             )
-            for r in curve:
-                ax.annotate(
-                    f"τ={r.tau:g}",
-                    (r.mean_latency_s * 1e3, r.accuracy * 100),
-                    fontsize=7,
-                    xytext=(4, -8),
-                    textcoords="offset points",
-                )
-    for r in results:
-        if r.method not in ("r-stitch", "per-token"):
+            if zoom and name == "r-stitch":
+                for r in curve:
+                    ax.annotate(
+                        f"τ={r.tau:g}",
+                        (r.mean_latency_s * 1e3, r.accuracy * 100),
+                        fontsize=7,
+                        xytext=(5, 4),
+                        textcoords="offset points",
+                    )
+        for i, r in enumerate(points):
+            if zoom and r not in zoomed:
+                continue
+            marker = "D" if r.method == "r-stitch+" else "^"
             ax.plot(
                 r.mean_latency_s * 1e3,
                 r.accuracy * 100,
-                "D" if r.method == "r-stitch+" else "^",
+                marker,
+                color=f"C{i + 2}",
                 label=r.label,
                 markersize=8,
             )
-    ax.set_xlabel("mean latency per problem (ms)")
-    ax.set_ylabel("accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
+        if zoom and zoomed:
+            xs = [r.mean_latency_s * 1e3 for r in zoomed]
+            ys = [r.accuracy * 100 for r in zoomed]
+            ax.set_xlim(min(xs) * 0.9, max(xs) * 1.1)
+            ax.set_ylim(min(ys) - 1.5, min(100.0, max(ys)) + 1.0)
+            ax.set_title("zoom: stitched methods", fontsize=10)
+        elif title:
+            ax.set_title(title, fontsize=10)
+        ax.set_xlabel("mean latency per problem (ms)")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
