@@ -71,6 +71,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[0.05],
         help="PM-Loss weights without the alignment (the ground-truth teacher is already in the scene's frame)",
     )
+    parser.add_argument(
+        "--decayed-weights",
+        type=float,
+        nargs="*",
+        default=[],
+        help="PM-Loss weights without the alignment whose weight decays to 0 from --decay-start on",
+    )
+    parser.add_argument("--decay-start", type=float, default=0.5, help="fraction of training (default: 0.5)")
     parser.add_argument("--teacher-noise", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, help="dataset folder (default: a temporary one)")
@@ -112,15 +120,32 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
         command=(
             f"python packages/pmloss/benchmarks/bench_pmloss.py --steps {args.steps} --scenes {args.scenes} "
             f"--pm-weights {' '.join(f'{w:g}' for w in args.pm_weights)} "
-            f"--unaligned-weights {' '.join(f'{w:g}' for w in args.unaligned_weights)}  (or: nox -s bench)"
+            f"--unaligned-weights {' '.join(f'{w:g}' for w in args.unaligned_weights)}"
+            + (
+                f" --decayed-weights {' '.join(f'{w:g}' for w in args.decayed_weights)}"
+                f" --decay-start {args.decay_start:g}"
+                if args.decayed_weights
+                else ""
+            )
+            + (f" --name {args.name}" if args.name != "pmloss_cpu" else "")
+            + "  (or: nox -s bench)"
         ),
     )
     results = {}
-    variants = [("without PM-Loss", 0.0, True)]
-    variants += [(f"PM-Loss {w:g}, Sim(3)", w, True) for w in args.pm_weights]
-    variants += [(f"PM-Loss {w:g}, no alignment", w, False) for w in args.unaligned_weights]
-    for name, weight, align in variants:
-        tag = f"weight-{weight:g}" + ("" if align else "-unaligned")
+    variants: list[tuple[str, float, bool, float | None]] = [("without PM-Loss", 0.0, True, None)]
+    variants += [(f"PM-Loss {w:g}, Sim(3)", w, True, None) for w in args.pm_weights]
+    variants += [(f"PM-Loss {w:g}, no alignment", w, False, None) for w in args.unaligned_weights]
+    decay = args.decay_start
+    variants += [
+        (f"PM-Loss {w:g}, no alignment, decayed from {100 * decay:g}%", w, False, decay)
+        for w in args.decayed_weights
+    ]
+    for name, weight, align, decay_start in variants:
+        tag = (
+            f"weight-{weight:g}"
+            + ("" if align else "-unaligned")
+            + ("" if decay_start is None else "-decayed")
+        )
         config = TrainConfig(
             steps=args.steps,
             batch_size=args.batch_size,
@@ -134,7 +159,13 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
         teacher = build_teacher("ground-truth", noise=args.teacher_noise, seed=args.seed) if weight else None
         start = time.perf_counter()
         model, _ = train_model(
-            model_config, train_set, config, teacher=teacher, pm_weight=weight, align=align
+            model_config,
+            train_set,
+            config,
+            teacher=teacher,
+            pm_weight=weight,
+            align=align,
+            decay_start=decay_start,
         )
         seconds = time.perf_counter() - start
         metrics = evaluate_model(model, test_set, device=args.device)
@@ -144,7 +175,7 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
             {"variant": name, "train s": seconds, **{label: metrics[key] for key, label in METRICS}}
         )
     base = results["without PM-Loss"]
-    for name, _, _ in variants[1:]:
+    for name, *_ in variants[1:]:
         pm = results[name]
         change = 1 - pm["centre_distance"] / base["centre_distance"]
         report.notes.append(

@@ -12,6 +12,7 @@ from accel_shared.gs.gaussians import Gaussians
 from accel_shared.gs.model import GSModelOutput
 from pmloss.cli import main
 from pmloss.geometry_metrics import geometry_metrics, surface_distance
+from pmloss.loss import PMLoss
 from pmloss.teacher import PointmapTeacher
 from pmloss.training import PMLossTerm
 
@@ -118,3 +119,23 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "--pm-weight must be >= 0" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path / "missing"), "--data", str(tmp_path)]) == 2
     assert "no saved model folder" in capsys.readouterr().err
+
+
+def test_pm_term_decays_linearly_to_zero_from_decay_start(make_batch) -> None:
+    batch = make_batch(b=1, v=2, h=4, w=5)
+    index = torch.tensor([[0, 1]])
+    shifted = batch["context"]["pointmap"] + 0.1  # a constant offset: a positive loss
+    constant = PMLossTerm(PointmapTeacher.from_ground_truth(), PMLoss(weight=1.0, align=False))
+    decayed = PMLossTerm(
+        PointmapTeacher.from_ground_truth(), PMLoss(weight=1.0, align=False), decay_start=0.5
+    )
+    full, _ = constant(batch, _output(shifted, index))
+    for fraction, expected in [(0.0, 1.0), (0.49, 1.0), (0.5, 1.0), (0.75, 0.5), (0.99, 0.02)]:
+        decayed.set_progress(fraction)
+        constant.set_progress(fraction)
+        loss, logs = decayed(batch, _output(shifted, index))
+        assert loss.item() == pytest.approx(expected * full.item(), rel=1e-5)
+        assert logs["pm_factor"] == pytest.approx(expected)
+        assert constant(batch, _output(shifted, index))[0].item() == pytest.approx(full.item())
+    with pytest.raises(ValueError, match="decay_start"):
+        PMLossTerm(PointmapTeacher.from_ground_truth(), decay_start=1.0)

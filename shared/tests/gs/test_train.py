@@ -62,11 +62,16 @@ def test_training_reduces_the_photometric_loss(tmp_path: Path) -> None:
 
 
 class CountingLoss:
-    """An extra loss (a tiny depth prior) that raises on call number ``fail_at`` (1-based)."""
+    """An extra loss (a tiny depth prior) that raises on call number ``fail_at`` (1-based) and records
+    the training progress the loop reports."""
 
     def __init__(self, fail_at: int | None = None) -> None:
         self.calls = 0
         self.fail_at = fail_at
+        self.progress: list[float] = []
+
+    def set_progress(self, fraction: float) -> None:
+        self.progress.append(fraction)
 
     def __call__(
         self, batch: Mapping[str, Any], output: GSModelOutput
@@ -85,7 +90,9 @@ def test_resume_reaches_exactly_the_uninterrupted_weights(tmp_path: Path) -> Non
     data = PlaneScenes(count=5)
     steps = dict(steps=6, batch_size=2, ckpt_every=3)
     full = new_model()
-    full_result = train(full, data, config(tmp_path / "full", **steps), extra_loss=CountingLoss())
+    full_loss = CountingLoss()
+    full_result = train(full, data, config(tmp_path / "full", **steps), extra_loss=full_loss)
+    assert full_loss.progress == [step / 6 for step in range(6)]
 
     interrupted = new_model()
     with pytest.raises(KeyboardInterrupt):
@@ -96,7 +103,9 @@ def test_resume_reaches_exactly_the_uninterrupted_weights(tmp_path: Path) -> Non
 
     resumed = new_model()
     torch.manual_seed(1234)  # the RNG state must come from the checkpoint, not from here
-    result = train(resumed, data, config(tmp_path / "cut", **steps), extra_loss=CountingLoss())
+    resumed_loss = CountingLoss()
+    result = train(resumed, data, config(tmp_path / "cut", **steps), extra_loss=resumed_loss)
+    assert resumed_loss.progress == [step / 6 for step in range(3, 6)]
     assert result.resumed_from == 3 and result.step == 6 and len(result.losses) == 3
     assert result.losses == full_result.losses[3:]
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):

@@ -46,6 +46,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.pm_weight < 0:
         raise CLIError(f"--pm-weight must be >= 0 (0 trains without PM-Loss), got {args.pm_weight}")
+    if args.pm_decay_start is not None and not 0 <= args.pm_decay_start < 1:
+        raise CLIError(f"--pm-decay-start must be in [0, 1), got {args.pm_decay_start}")
     train_set, test_set = load_datasets(data_config_from_args(args), show_progress=not args.json)
     model_config = model_config_from_args(args)
     device = resolve_device(args.device)
@@ -72,6 +74,7 @@ def _train(args: argparse.Namespace) -> int:
         teacher=teacher,
         pm_weight=args.pm_weight,
         align=not args.no_align,
+        decay_start=args.pm_decay_start,
     )
     seconds = time.perf_counter() - start
     if launched_rank() != 0:  # under torchrun, rank 0 evaluates and reports
@@ -205,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-align",
         action="store_true",
         help="skip the Sim(3) alignment (only for teachers already in the scene's frame and scale)",
+    )
+    pm.add_argument(
+        "--pm-decay-start",
+        type=float,
+        metavar="FRACTION",
+        help="from this fraction of training on, decay the PM-Loss weight linearly to 0 (default: constant)",
     )
     add_common_args(train, dtype=False)
     train.set_defaults(func=_train)

@@ -3,9 +3,10 @@ AdamW with warm-up + cosine, JSONL logs, atomic checkpoints with exact resume, a
 
 Each step: ``model(batch["context"], num_anchors=K)`` -> Gaussians; :func:`~accel_shared.gs.render.render`
 of the target cameras; :class:`~accel_shared.gs.losses.PhotometricLoss` against the target images, plus
-``extra_loss(batch, output)`` when given (how pmloss adds its term). With a compressor, K is drawn per
-step uniformly from [min_anchors, max_anchors], as a function of (seed, step) so every rank and a resumed
-run draw the same K.
+``extra_loss(batch, output)`` when given (how pmloss adds its term; an extra loss with a
+``set_progress(fraction)`` method is told ``step / steps`` before each step, for weight schedules).
+With a compressor, K is drawn per step uniformly from [min_anchors, max_anchors], as a function of
+(seed, step) so every rank and a resumed run draw the same K.
 
 Exact resume: checkpoints hold the model, optimizer, scheduler, step, every rank's Python / NumPy / torch
 RNG states and the data order (epoch, batch within the epoch); the order of an epoch is a function of
@@ -370,6 +371,9 @@ def _train(
         loss, terms = loss_fn(rendered.color, image)
         logs: dict[str, Any] = {"photometric": loss.detach(), **terms}
         if extra_loss is not None:
+            set_progress = getattr(extra_loss, "set_progress", None)
+            if set_progress is not None:
+                set_progress(step / config.steps)
             extra, extra_logs = extra_loss(batch, output)
             loss = loss + extra
             logs.update(extra_logs)
