@@ -387,9 +387,13 @@ def test_eval_writes_results_and_plot(
 
 
 def test_eval_prints_a_table_without_json(
-    capfd: pytest.CaptureFixture[str], saved_pair: tuple[Path, Path]
+    capfd: pytest.CaptureFixture[str],
+    saved_pair: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     slm, llm = saved_pair
+    monkeypatch.chdir(tmp_path)  # the default --out is eval/rstitch under the working directory
     code, out, _ = run_cli(
         capfd,
         "eval",
@@ -414,6 +418,7 @@ def test_eval_prints_a_table_without_json(
     assert lines[0] == "2 problems"
     assert lines[1].startswith("| method | accuracy |")
     assert len(lines) == 3 + 2  # header, rule, one row per method
+    assert (tmp_path / "eval" / "rstitch" / "accuracy_latency.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_eval_reads_a_jsonl_file(
@@ -422,7 +427,7 @@ def test_eval_reads_a_jsonl_file(
     slm, llm = saved_pair
     data = write_jsonl(make_problems(3, seed=11), tmp_path / "problems.jsonl")
     base = ["eval", "--slm", slm, "--llm", llm, "--data", data, "--tau", "0.5", "--max-new-tokens", "6"]
-    base += ["--methods", "llm", "r-stitch", "--json", "--device", "cpu"]
+    base += ["--methods", "llm", "r-stitch", "--json", "--device", "cpu", "--out", tmp_path / "out"]
     code, out, _ = run_cli(capfd, *base)
     assert code == 0
     assert json.loads(out)["problems"] == 3
@@ -581,3 +586,36 @@ def test_shipped_pair_shares_its_tokenizer_and_the_llm_is_the_deeper_model() -> 
     assert pair.llm.config.num_hidden_layers > pair.slm.config.num_hidden_layers
     ids = pair.tokenizer("Question: Tom has 40 pens .", return_tensors="pt").input_ids
     assert pair.tokenizer.decode(ids[0]) == "Question: Tom has 40 pens ."
+
+
+def test_eval_checks_router_tau_and_counts(
+    capfd: pytest.CaptureFixture[str], saved_pair: tuple[Path, Path]
+) -> None:
+    slm, llm = saved_pair
+    code, _, err = run_cli(capfd, "eval", "--slm", slm, "--llm", llm, "--router-tau", "2")
+    assert code == 2 and "--router-tau" in err
+    code, _, err = run_cli(capfd, "eval", "--slm", slm, "--llm", llm, "--problems", "0")
+    assert code == 2 and "--problems" in err
+
+
+def test_speculative_is_skipped_when_the_vocabularies_differ(
+    vocab_pair: tuple[Any, Any], tokenizer: Any
+) -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    slm, _ = vocab_pair
+    padded = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=len(tokenizer) + 64,  # a padded embedding table, as Qwen2.5-7B has
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+        )
+    ).eval()
+    with pytest.warns(UserWarning, match="speculative decoding skipped: vocabulary sizes differ"):
+        methods = build_methods(
+            slm, padded, tokenizer, taus=[0.5], include=["llm", "speculative", "r-stitch"]
+        )
+    assert [m.name for m in methods] == ["llm", "r-stitch"]

@@ -350,8 +350,8 @@ def test_stop_strings_on_a_scripted_text(
 def test_stop_strings_with_multibyte_characters(
     tok_models: tuple[Any, Any], tokenizer: Any, scripted: Callable[[list[int]], None]
 ) -> None:
-    # "✓" is one character but three byte-level tokens; the decoding window of len(stop) + 1 = 2 tokens
-    # only ever sees part of its bytes, so generation runs past it.
+    # "✓" is one character but three byte-level tokens: a window counted in characters (2 tokens) would
+    # only ever see part of its bytes; the window is counted in UTF-8 bytes.
     slm, llm = tok_models
     tokens = tokenizer.encode(" ok ✓ and then more text")
     scripted(tokens)
@@ -581,3 +581,21 @@ def test_router_sampling_records_log_probs(slm: Any, llm: Any, prompt: torch.Ten
     # escalating every time is plain R-Stitch
     plain = stitch(slm, llm, prompt, tau=mid_tau, switch_back="always")
     assert out.new_tokens.tolist() == plain.new_tokens.tolist() and out.sources == plain.sources
+
+
+def test_default_eos_ids_unite_the_tokenizer_and_the_generation_config() -> None:
+    from types import SimpleNamespace
+
+    from rstitch.generator import default_eos_ids
+
+    tokenizer = SimpleNamespace(eos_token_id=5)
+    model = SimpleNamespace(
+        generation_config=SimpleNamespace(eos_token_id=[7, 5]), config=SimpleNamespace(eos_token_id=9)
+    )
+    assert default_eos_ids(tokenizer, model) == [5, 7, 9]
+    assert (
+        default_eos_ids(
+            None, SimpleNamespace(generation_config=None, config=SimpleNamespace(eos_token_id=None))
+        )
+        == []
+    )

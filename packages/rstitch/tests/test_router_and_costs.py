@@ -379,3 +379,20 @@ def test_train_router_resumes_exactly(
     assert resumed_log == straight_log
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_nonnegative_least_squares_drops_columns_a_free_fit_makes_negative() -> None:
+    from rstitch.cost_model import _nonnegative_least_squares
+
+    a = torch.tensor(
+        [[1.0, 0.0, 1.0], [1.0, 1.0, 2.0], [1.0, 2.0, 3.1], [1.0, 3.0, 3.9]], dtype=torch.float64
+    )
+    b = torch.tensor([1.0, 1.9, 3.1, 3.9], dtype=torch.float64)
+    free = torch.linalg.lstsq(a, b[:, None]).solution[:, 0]
+    assert (free < 0).any()
+    x = _nonnegative_least_squares(a, b)
+    assert (x >= 0).all()
+    # no feasible point with the same support does better (checked against the refit on the kept columns)
+    kept = [i for i in range(3) if x[i] > 0]
+    refit = torch.linalg.lstsq(a[:, kept], b[:, None]).solution[:, 0]
+    assert torch.allclose(x[kept], refit)

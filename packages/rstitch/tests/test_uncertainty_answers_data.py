@@ -232,3 +232,23 @@ def test_load_tokenizer_round_trip(tmp_path: Path, tokenizer: Any) -> None:
     assert loaded.get_vocab() == tokenizer.get_vocab()
     text = make_problems(1, seed=0)[0].solution
     assert loaded.encode(text) == tokenizer.encode(text) and loaded.decode(loaded.encode(text)) == text
+
+
+def test_max_prob_stays_positive_for_near_one_hot_logits() -> None:
+    # a top-2 gap of 40: 1 - exp(log p) rounds to 0 in float64, expm1 does not
+    logits = torch.tensor([40.0, 0.0, 0.0])
+    assert uncertainty(logits, "max_prob") > 0.0
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("Natalia sold 48 clips in April ... 48+24 = 72\n#### 72", "72"),
+        ("so the total is $\\boxed{\\frac{3}{4}}$.", "\\frac{3}{4}"),
+        ("  42 ", "42"),
+    ],
+)
+def test_reference_answer_reads_gsm8k_and_boxed_solutions(field: str, expected: str) -> None:
+    from rstitch.answers import reference_answer
+
+    assert reference_answer(field) == expected

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["answers_match", "extract_answer"]
+__all__ = ["answers_match", "extract_answer", "reference_answer"]
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -36,6 +36,15 @@ def extract_answer(text: str) -> str | None:
         return boxed
     numbers = _NUMBER.findall(text)
     return numbers[-1] if numbers else None
+
+
+def reference_answer(answer: str) -> str:
+    """The final answer of a dataset's ``answer`` field: the text after GSM8K's ``####`` marker, else
+    the last ``\\boxed{}`` when the field is a worked solution, else the field itself."""
+    if "####" in answer:
+        return answer.rsplit("####", 1)[1].strip()
+    boxed = _last_boxed(answer)
+    return boxed if boxed is not None else answer.strip()
 
 
 def _as_number(text: str) -> float | None:

@@ -36,8 +36,12 @@ def decode_alone(
     label: str,
     max_new_tokens: int = 256,
     eos_token_id: int | list[int] | None = None,
+    vocab_size: int | None = None,
 ) -> StitchOutput:
-    """Greedy decoding of ``input_ids`` [1, P] by ``model`` alone; every source is ``label``."""
+    """Greedy decoding of ``input_ids`` [1, P] by ``model`` alone; every source is ``label``.
+
+    ``vocab_size`` limits the argmax to the tokenizer's tokens (models may pad their embedding table),
+    as :class:`~rstitch.generator.StitchedGenerator` does."""
     if input_ids.ndim != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"decode_alone: input_ids must be [1, P], got {tuple(input_ids.shape)}")
     eos = _eos_set(eos_token_id)
@@ -49,7 +53,7 @@ def decode_alone(
     sequence[:, :p] = input_ids.cpu()
     n = p
     while n < p + max_new_tokens:
-        token = int(runner.next_logits(sequence[:, :n]).argmax())
+        token = int(runner.next_logits(sequence[:, :n])[:vocab_size].argmax())
         sequence[0, n] = token
         n += 1
         out.sources.append(label)
@@ -71,21 +75,27 @@ def transformers_generate(
 ) -> StitchOutput:
     """Greedy ``model.generate`` of ``input_ids`` [1, P]; speculative decoding with ``assistant_model``.
 
-    ``sources`` are all ``"llm"``: every token is ``model``'s (drafts are only proposals)."""
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": False,
-        "eos_token_id": eos_token_id,
-        "pad_token_id": eos_token_id if isinstance(eos_token_id, int) else None,
-    }
+    The generation config is built here, not taken from the model, so settings a checkpoint ships
+    (repetition penalty, sampling) cannot make it differ from plain greedy decoding. ``sources`` are
+    all ``"llm"``: every token is ``model``'s (drafts are only proposals)."""
+    from transformers import GenerationConfig
+
+    eos = sorted(_eos_set(eos_token_id))
+    config = GenerationConfig(
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        # without an EOS, transformers falls back to the model's: force the full length instead
+        min_new_tokens=0 if eos else max_new_tokens,
+        eos_token_id=eos or None,
+        pad_token_id=eos[0] if eos else None,
+    )
+    kwargs: dict[str, Any] = {"generation_config": config}
     if assistant_model is not None:
         kwargs["assistant_model"] = assistant_model
-    if eos_token_id is None:  # transformers would fall back to the config's EOS: keep going instead
-        kwargs["min_new_tokens"] = max_new_tokens
     device = next(model.parameters()).device
-    started = time.perf_counter()
     ids = input_ids.to(device)
-    sequences = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+    started = time.perf_counter()
+    sequences = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs).cpu()  # .cpu() syncs
     latency = time.perf_counter() - started
     new = sequences.shape[1] - input_ids.shape[1]
-    return StitchOutput(sequences=sequences.cpu(), sources=["llm"] * new, latency_s=latency)
+    return StitchOutput(sequences=sequences, sources=["llm"] * new, latency_s=latency)

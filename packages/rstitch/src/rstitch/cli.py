@@ -174,6 +174,10 @@ def _generate(args: argparse.Namespace) -> int:
 def _problems(args: argparse.Namespace, *, seed: int) -> list[dict[str, str]]:
     from rstitch.arithmetic import make_problems, read_jsonl
 
+    for name in ("limit", "problems"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise CLIError(f"--{name} must be >= 1, got {value}")
     if args.data is not None:
         rows = read_jsonl(args.data, limit=args.limit)
         if not rows:
@@ -191,6 +195,8 @@ def _eval(args: argparse.Namespace) -> int:
     for tau in args.tau:
         if not 0 <= tau <= 1:
             raise CLIError(f"--tau: every τ must be in [0, 1], got {tau}")
+    if not 0 <= args.router_tau <= 1:
+        raise CLIError(f"--router-tau must be in [0, 1], got {args.router_tau}")
     include = list(args.methods)
     router = _load_router(args.router)
     if router is not None and "r-stitch+" not in include:
@@ -411,7 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[m for m in METHODS if m != "r-stitch+"],
         help="methods to run (default: all; r-stitch+ when --router is given)",
     )
-    ev.add_argument("--out", type=Path, help="write results.json and accuracy_latency.png here")
+    ev.add_argument(
+        "--out",
+        type=Path,
+        default=Path("eval/rstitch"),
+        help="results.json and accuracy_latency.png (default: eval/rstitch)",
+    )
     add_common_args(ev)
     ev.set_defaults(func=_eval)
 

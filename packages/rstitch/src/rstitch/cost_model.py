@@ -79,8 +79,7 @@ class CostModel:
                     rows.append(_features(n, c))
                     times.append(_median_forward_time(model, n, c, vocab_size, repeats))
             a, b = torch.tensor(rows, dtype=torch.float64), torch.tensor(times, dtype=torch.float64)
-            solution = torch.linalg.lstsq(a, b[:, None]).solution[:, 0].clamp_min(0.0)
-            costs[name] = LinearCost(*(float(x) for x in solution))
+            costs[name] = LinearCost(*(float(x) for x in _nonnegative_least_squares(a, b)))
         return cls(costs)
 
     def save(self, path: str | Path) -> Path:
@@ -99,6 +98,20 @@ class CostModel:
             return cls({name: LinearCost(**values) for name, values in payload.items()})
         except (TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"CostModel.load: {path} is not a cost model file ({e})") from None
+
+
+def _nonnegative_least_squares(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """argmin ||a x − b|| subject to x ≥ 0, for a few columns: refit without the columns a free fit
+    makes negative until none is (an active-set method; exact for these 3-column fits in practice)."""
+    active = list(range(a.shape[1]))
+    x = torch.zeros(a.shape[1], dtype=a.dtype)
+    while active:
+        fit = torch.linalg.lstsq(a[:, active], b[:, None]).solution[:, 0]
+        if (fit >= 0).all():
+            x[active] = fit
+            break
+        active = [column for column, value in zip(active, fit.tolist(), strict=True) if value > 0]
+    return x
 
 
 @torch.inference_mode()

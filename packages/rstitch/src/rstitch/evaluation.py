@@ -7,7 +7,9 @@ problem untimed (warm-up). Latency is the wall clock of one call, prompt prefill
 
 from __future__ import annotations
 
+import functools
 import statistics
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +18,10 @@ from typing import Any
 import torch
 
 from accel_shared.cli import progress
-from rstitch.answers import answers_match, extract_answer
+from rstitch.answers import answers_match, extract_answer, reference_answer
 from rstitch.arithmetic import PROMPT_TEMPLATE
 from rstitch.baselines import decode_alone, transformers_generate
-from rstitch.generator import RouterPolicy, StitchedGenerator, StitchOutput
+from rstitch.generator import RouterPolicy, StitchedGenerator, StitchOutput, default_eos_ids
 
 __all__ = ["METHODS", "Method", "MethodResult", "build_methods", "evaluate", "plot_accuracy_latency"]
 
@@ -55,6 +57,20 @@ class MethodResult:
         return self.method if self.tau is None else f"{self.method} τ={self.tau:g}"
 
 
+def _can_speculate(slm: Any, llm: Any) -> bool:
+    """transformers' assisted generation needs equal vocabulary sizes and one device; skip it otherwise."""
+    if slm.config.vocab_size != llm.config.vocab_size:
+        reason = f"vocabulary sizes differ ({slm.config.vocab_size} vs {llm.config.vocab_size})"
+    elif next(slm.parameters()).device != next(llm.parameters()).device:
+        reason = "the models are on different devices"
+    else:
+        return True
+    warnings.warn(
+        f"speculative decoding skipped: {reason}; transformers' assisted generation needs both", stacklevel=3
+    )
+    return False
+
+
 def build_methods(
     slm: Any,
     llm: Any,
@@ -74,20 +90,16 @@ def build_methods(
         raise ValueError(f"build_methods: unknown methods {unknown}; known: {list(METHODS)}")
     if "r-stitch+" in include and (router is None or router_tau is None):
         raise ValueError("build_methods: r-stitch+ needs a router and router_tau")
-    eos = tokenizer.eos_token_id
-    methods = [
-        Method(
-            "llm",
-            lambda ids: decode_alone(llm, ids, label="llm", max_new_tokens=max_new_tokens, eos_token_id=eos),
-        )
-    ]
+    eos = default_eos_ids(tokenizer, llm)
+    alone = functools.partial(
+        decode_alone, max_new_tokens=max_new_tokens, eos_token_id=eos, vocab_size=len(tokenizer)
+    )
+    methods = [Method("llm", lambda ids: alone(llm, ids, label="llm"))]
     if "slm" in include:
         methods.append(
             Method(
                 "slm",
-                lambda ids: decode_alone(
-                    slm, ids, label="slm", max_new_tokens=max_new_tokens, eos_token_id=eos
-                ),
+                lambda ids: alone(slm, ids, label="slm"),
             )
         )
     if "llm-generate" in include:
@@ -97,7 +109,7 @@ def build_methods(
                 lambda ids: transformers_generate(llm, ids, max_new_tokens=max_new_tokens, eos_token_id=eos),
             )
         )
-    if "speculative" in include:
+    if "speculative" in include and _can_speculate(slm, llm):
         methods.append(
             Method(
                 "speculative",
@@ -147,7 +159,9 @@ def evaluate(
     for i, method in enumerate(methods):
         texts = [tokenizer.decode(o.new_tokens, skip_special_tokens=True) for o in outputs[i]]
         answers = [extract_answer(t) for t in texts]
-        correct = [answers_match(a, r["answer"]) for a, r in zip(answers, rows, strict=True)]
+        correct = [
+            answers_match(a, reference_answer(r["answer"])) for a, r in zip(answers, rows, strict=True)
+        ]
         latencies = [o.latency_s for o in outputs[i]]
         tokens = sum(len(o.sources) for o in outputs[i])
         results.append(

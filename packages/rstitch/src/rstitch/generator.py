@@ -29,7 +29,14 @@ import torch
 from rstitch.runner import ForwardCall, ModelRunner
 from rstitch.uncertainty import UNCERTAINTY_MEASURES, uncertainty
 
-__all__ = ["SWITCH_BACK", "RouterPolicy", "StitchOutput", "StitchedGenerator", "check_same_tokenizer"]
+__all__ = [
+    "SWITCH_BACK",
+    "RouterPolicy",
+    "StitchOutput",
+    "StitchedGenerator",
+    "check_same_tokenizer",
+    "default_eos_ids",
+]
 
 SWITCH_BACK = ("uncertainty", "always")
 _FROM_MODEL: Any = object()  # eos_token_id default: take it from the tokenizer or the model's config
@@ -96,6 +103,22 @@ def check_same_tokenizer(slm_tokenizer: Any, llm_tokenizer: Any) -> None:
         )
 
 
+def default_eos_ids(tokenizer: Any, model: Any) -> list[int]:
+    """Every EOS id the tokenizer and the model's generation config / config declare (chat models often
+    list several, e.g. ``<|im_end|>`` and ``<|endoftext|>``)."""
+    ids: list[int] = []
+    candidates = [
+        getattr(tokenizer, "eos_token_id", None),
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+        getattr(getattr(model, "config", None), "eos_token_id", None),
+    ]
+    for value in candidates:
+        for token in [value] if isinstance(value, int) else list(value or []):
+            if int(token) not in ids:
+                ids.append(int(token))
+    return ids
+
+
 def _vocab_size(model: Any, label: str) -> int:
     size = getattr(model.config, "vocab_size", None)
     if size is None:
@@ -142,6 +165,8 @@ class StitchedGenerator:
         router: R-Stitch+: consulted only when the SLM's uncertainty exceeds τ.
         switch_back: ``"uncertainty"`` (R-Stitch: back to the SLM once the LLM is confident) or
             ``"always"`` (per-token routing: the LLM produces one token, then the SLM resumes).
+        llm_tokenizer: the LLM's own tokenizer, if loaded separately: it must map the same strings
+            to the same ids as ``tokenizer`` (checked).
     """
 
     def __init__(
@@ -154,6 +179,7 @@ class StitchedGenerator:
         uncertainty: str = "entropy",
         router: RouterPolicy | None = None,
         switch_back: str = "uncertainty",
+        llm_tokenizer: Any = None,
     ) -> None:
         if not 0.0 <= tau <= 1.0:
             raise ValueError(f"StitchedGenerator: tau must be in [0, 1], got {tau}")
@@ -179,14 +205,17 @@ class StitchedGenerator:
                 f"StitchedGenerator: the models' vocabulary sizes differ ({sizes}); pass the shared tokenizer "
                 "so the common vocabulary is known (or check that they really share one)"
             )
+        if llm_tokenizer is not None:
+            if tokenizer is None:
+                raise ValueError(
+                    "StitchedGenerator: llm_tokenizer needs tokenizer (the SLM's) to compare with"
+                )
+            check_same_tokenizer(tokenizer, llm_tokenizer)
         self.slm, self.llm, self.tokenizer = slm, llm, tokenizer
         self.tau, self.uncertainty, self.router, self.switch_back = tau, uncertainty, router, switch_back
 
-    def _default_eos(self) -> int | list[int] | None:
-        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
-            return int(self.tokenizer.eos_token_id)
-        eos = getattr(getattr(self.llm, "generation_config", None), "eos_token_id", None)
-        return eos if eos is not None else getattr(self.llm.config, "eos_token_id", None)
+    def _default_eos(self) -> list[int]:
+        return default_eos_ids(self.tokenizer, self.llm)
 
     def generate(
         self,
@@ -222,6 +251,8 @@ class StitchedGenerator:
             raise ValueError("generate: stop_strings need the tokenizer (StitchedGenerator(..., tokenizer=))")
         eos = self._default_eos() if eos_token_id is _FROM_MODEL else eos_token_id
         eos_ids = set() if eos is None else {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
+        if top_k < 0:
+            raise ValueError(f"generate: top_k must be >= 0 (0: off), got {top_k}")
         choose = functools.partial(
             _choose,
             do_sample=do_sample,
@@ -249,7 +280,7 @@ class StitchedGenerator:
             u = uncertainty(logits, self.uncertainty)
             if (
                 active == "slm"
-                and u > self.tau
+                and not u <= self.tau  # a NaN uncertainty (overflow) escalates
                 and self._escalate(runners["slm"], n, u, router_sample, generator, out)
             ):
                 active = "llm"

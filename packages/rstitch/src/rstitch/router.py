@@ -31,7 +31,7 @@ from accel_shared.checkpoint import (
     set_rng_state,
 )
 from accel_shared.cli import progress
-from rstitch.answers import answers_match, extract_answer
+from rstitch.answers import answers_match, extract_answer, reference_answer
 from rstitch.cost_model import CostModel
 from rstitch.generator import StitchedGenerator
 
@@ -63,10 +63,11 @@ class Router(nn.Module):
             raise ValueError(
                 f"Router: expected a hidden state of shape [{self.hidden_size}], got {tuple(hidden.shape)}"
             )
+        device = self.norm.weight.device
         length = math.log1p(context_length) / math.log1p(_MAX_CONTEXT)
-        extra = torch.tensor([length, uncertainty], dtype=torch.float32)
+        extra = torch.tensor([length, uncertainty], dtype=torch.float32, device=device)
         # clone: the hidden state comes out of inference mode, and autograd cannot save inference tensors
-        features = torch.cat([self.norm(hidden.float().cpu().clone()), extra])
+        features = torch.cat([self.norm(hidden.float().to(device).clone()), extra])
         return self.net(features)[0]
 
     def decide(
@@ -194,21 +195,28 @@ def train_router(
     ):
         row = problems[step % len(problems)]
         prompt = tokenizer(prompt_template.format(question=row["question"]), return_tensors="pt").input_ids
-        rewards, log_probs, costs, correct = [], [], [], []
-        for _ in range(config.rollouts):
-            out = stitched.generate(
+        outputs = [
+            stitched.generate(
                 prompt, max_new_tokens=config.max_new_tokens, router_sample=True, generator=generator
             )
-            text = tokenizer.decode(out.new_tokens, skip_special_tokens=True)
-            ok = float(answers_match(extract_answer(text), row["answer"]))
-            reference = cost_model.decode_cost("llm", prompt.shape[1], len(out.sources))
-            relative = cost_model.cost(out.calls) / reference
-            rewards.append(ok - config.lam * relative)
-            log_probs.append(
-                torch.stack(out.router_log_probs).sum() if out.router_log_probs else torch.zeros(())
+            for _ in range(config.rollouts)
+        ]
+        # One latency unit per problem (the LLM alone at the group's mean length), so a rollout that
+        # rambles on costs more rather than being normalised away.
+        mean_length = round(sum(len(o.sources) for o in outputs) / len(outputs))
+        reference = cost_model.decode_cost("llm", prompt.shape[1], max(1, mean_length))
+        gold = reference_answer(row["answer"])
+        correct = [
+            float(
+                answers_match(extract_answer(tokenizer.decode(o.new_tokens, skip_special_tokens=True)), gold)
             )
-            costs.append(relative)
-            correct.append(ok)
+            for o in outputs
+        ]
+        costs = [cost_model.cost(o.calls) / reference for o in outputs]
+        rewards = [ok - config.lam * cost for ok, cost in zip(correct, costs, strict=True)]
+        log_probs = [
+            torch.stack(o.router_log_probs).sum() if o.router_log_probs else torch.zeros(()) for o in outputs
+        ]
         reward = torch.tensor(rewards)
         advantage = reward - reward.mean()
         loss = -(advantage * torch.stack(log_probs)).mean()

@@ -26,5 +26,9 @@ def uncertainty(logits: torch.Tensor, measure: str = "entropy") -> float:
         entropy = -(log_p.exp() * log_p.nan_to_num(neginf=0.0)).sum()
         return min(1.0, float(entropy) / math.log(logits.numel()))  # rounding can exceed 1 by an ulp
     if measure == "max_prob":
-        return 1.0 - float(log_p.max().exp())
+        # 1 - max p as the mass of the other tokens: stays > 0 when max p rounds to 1 (a top-2 logit gap
+        # above ~37), where 1 - p would be 0 and τ = 0 would let the SLM's token through
+        top = int(log_p.argmax())
+        rest = torch.cat([log_p[:top], log_p[top + 1 :]])
+        return min(1.0, float(torch.logsumexp(rest, dim=0).exp()))
     raise ValueError(f"uncertainty: measure must be one of {UNCERTAINTY_MEASURES}, got {measure!r}")
