@@ -65,15 +65,19 @@ def test_pmloss_benchmark_writes_report(tmp_path):
     bench = _load(ROOT / "packages" / "pmloss" / "benchmarks" / "bench_pmloss.py")
     args = ["--steps", "2", "--scenes", "5", "--image-size", "32", "--images", str(tmp_path / "images")]
     args += ["--pm-weights", "0.005", "--unaligned-weights", "0.05"]  # the defaults, spelled out
+    args += ["--decayed-weights", "0.05", "--decay-start", "0.5"]
     assert bench.main([*args, "--out", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "pmloss_cpu.json").read_text())["rows"]
+    report = json.loads((tmp_path / "pmloss_cpu.json").read_text())
+    rows = report["rows"]
     assert [row["variant"] for row in rows] == [
         "without PM-Loss",
         "PM-Loss 0.005, Sim(3)",
         "PM-Loss 0.05, no alignment",
+        "PM-Loss 0.05, no alignment, decayed from 50%",
     ]
+    assert "--decayed-weights 0.05 --decay-start 0.5" in report["command"]
     assert all(row["PSNR dB ↑"] > 0 and row["centre dist. ↓"] > 0 for row in rows)
-    assert len(list((tmp_path / "images").rglob("*.png"))) == 3  # one held-out scene, three variants
+    assert len(list((tmp_path / "images").rglob("*.png"))) == 4  # one held-out scene, four variants
 
 
 def test_zpressor_benchmark_writes_reports(tmp_path):
