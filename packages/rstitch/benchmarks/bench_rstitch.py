@@ -68,10 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     pair = load_pair(args.slm, args.llm, device=args.device)
     router_path = args.router or (CHECKPOINTS / "router.pt")
     router = Router.load(router_path) if router_path.is_file() else None
-    rows = [
-        {"question": p.question, "answer": str(p.answer)}
-        for p in make_problems(args.problems, seed=EVAL_SEED)
-    ]
+    rows = [p.as_row() for p in make_problems(args.problems, seed=EVAL_SEED)]
     include = [m for m in METHODS if m != "r-stitch+" or router is not None]
     methods = build_methods(
         pair.slm,

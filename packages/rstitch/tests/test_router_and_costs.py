@@ -267,7 +267,7 @@ COSTS = CostModel({"slm": LinearCost(0.001, 0.0, 0.0), "llm": LinearCost(0.01, 0
 
 @pytest.fixture(scope="module")
 def problems() -> list[dict[str, str]]:
-    return [{"question": p.question, "answer": str(p.answer)} for p in make_problems(4, seed=3)]
+    return [p.as_row() for p in make_problems(4, seed=3)]
 
 
 def router_config(out_dir: Path, **overrides: Any) -> RouterTrainConfig:

@@ -56,6 +56,10 @@ class Problem:
     def prompt(self, template: str = PROMPT_TEMPLATE) -> str:
         return template.format(question=self.question)
 
+    def as_row(self) -> dict[str, str]:
+        """``{"question", "answer"}`` with the answer as text: the row format evaluation reads."""
+        return {"question": self.question, "answer": str(self.answer)}
+
 
 def _operation(rng: random.Random, value: int, pronoun: str) -> tuple[str, str, str, int]:
     """(question sentence, solution clause, equation, new value) for one step from ``value``."""

@@ -81,7 +81,7 @@ def _check_template(template: str) -> None:
 
 
 class _SourceStreamer:
-    """Prints each token as it arrives; with ``mark`` the LLM's tokens are shown in [brackets]."""
+    """Prints each generated token as it arrives (the first ``put``, the prompt, is skipped)."""
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer, self.first = tokenizer, True
@@ -184,7 +184,7 @@ def _problems(args: argparse.Namespace, *, seed: int) -> list[dict[str, str]]:
             raise CLIError(f"--data {args.data}: no problems in the file")
         return rows
     count = args.limit if args.limit is not None else args.problems
-    return [{"question": p.question, "answer": str(p.answer)} for p in make_problems(count, seed=seed)]
+    return [p.as_row() for p in make_problems(count, seed=seed)]
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -230,11 +230,10 @@ def _eval(args: argparse.Namespace) -> int:
         }
         for r in results
     ]
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        payload = {"problems": len(rows), "machine": describe_machine(), "results": table}
-        (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-        plot_accuracy_latency(results, args.out / "accuracy_latency.png", title=f"{len(rows)} problems")
+    args.out.mkdir(parents=True, exist_ok=True)
+    payload = {"problems": len(rows), "machine": describe_machine(), "results": table}
+    (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    plot_accuracy_latency(results, args.out / "accuracy_latency.png", title=f"{len(rows)} problems")
     if args.json:
         print(json.dumps({"problems": len(rows), "results": table}))
         return 0
@@ -244,8 +243,7 @@ def _eval(args: argparse.Namespace) -> int:
     print("|" + "|".join("---" for _ in columns) + "|")
     for row in table:
         print("| " + " | ".join(str(row[c]) for c in columns) + " |")
-    if args.out is not None:
-        print(f"wrote {args.out / 'results.json'} and {args.out / 'accuracy_latency.png'}", file=sys.stderr)
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'accuracy_latency.png'}", file=sys.stderr)
     return 0
 
 

@@ -65,12 +65,6 @@ class ModelRunner:
         self._cache_kw = cache_keyword(self.model)
         self.device = next(self.model.parameters()).device
 
-    def reset(self) -> None:
-        self.cache = make_cache(self.model)
-        self.length = 0
-        self.hidden = None
-        self.calls = []
-
     def rollback(self, length: int) -> None:
         """Drop every cached token from position ``length`` on."""
         if length < self.length:
