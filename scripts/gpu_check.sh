@@ -45,7 +45,8 @@ stage="$OUT/python"
 rm -rf "$stage" && mkdir -p "$stage"
 cp -r kernels-core/src/kernels_core "$stage/"
 cp "$OUT"/cmake/_C*.so "$stage/kernels_core/"
-export PYTHONPATH="$PWD/$stage:$PWD/shared/src${PYTHONPATH:+:$PYTHONPATH}"
+packages_src=$(printf "%s:" "$PWD"/packages/*/src)
+export PYTHONPATH="$PWD/$stage:$PWD/shared/src:${packages_src%:}${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1
 loaded=$("$PYTHON" -c 'import kernels_core; print(kernels_core.__file__)')
 case "$loaded" in

@@ -1,0 +1,5 @@
+import sys
+
+from omnisparse.cli import main
+
+sys.exit(main())

@@ -1,0 +1,270 @@
+"""Training on long-video QA: the dense base model, and fine-tuning with OmniSparse in the loop.
+
+One step accumulates ``batch_size`` videos per process (one forward each, so no padding and the sparse
+masks see exactly one sequence). The loss is any mix of
+
+- the answer loss: cross-entropy on the answer tokens and EOS;
+- distillation: KL(teacher || student) at temperature T over every text position after the video
+  (the question and the answer), the teacher being the frozen dense model.
+
+Under torchrun the model is wrapped in DistributedDataParallel (gloo on CPU); every rank draws its own
+videos from the deterministic stream, so a run resumes exactly from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from accel_shared.checkpoint import (
+    get_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from accel_shared.gs.distributed import DistContext, all_reduce_mean
+from omnisparse.inputs import answer_ids, video_inputs
+from omnisparse.longvideo_qa import video_at
+
+__all__ = ["TrainConfig", "example_loss", "train"]
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (saved in every checkpoint and checked on resume)."""
+
+    steps: int = 2000
+    batch_size: int = 8  # videos per step and process
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    num_frames: int = 32
+    frame_size: int = 112  # frames are resized to frame_size x frame_size (a multiple of 28)
+    single_frame_steps: int = 0  # curriculum: first train on 1-frame videos (plain VQA) for these steps,
+    curriculum_steps: int = 0  # then grow videos linearly from 1 frame to num_frames over these steps
+    seed: int = 0
+    answer_weight: float = 1.0
+    distill_weight: float = 0.0
+    temperature: float = 1.0
+    checkpoint_every: int = 200
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+        if self.answer_weight < 0 or self.distill_weight < 0 or self.answer_weight + self.distill_weight == 0:
+            raise ValueError("answer_weight and distill_weight must be >= 0 and not both 0")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("num_frames", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.frame_size < 28 or self.frame_size % 28:
+            raise ValueError(f"frame_size must be a positive multiple of 28, got {self.frame_size}")
+        if self.single_frame_steps < 0 or self.curriculum_steps < 0 or self.warmup < 0:
+            raise ValueError("single_frame_steps, curriculum_steps and warmup must be >= 0")
+
+    def frames_at(self, step: int) -> int:
+        """Frames per video at ``step`` (the curriculum; num_frames once it is over)."""
+        if step < self.single_frame_steps:
+            return 1
+        step -= self.single_frame_steps
+        if step >= self.curriculum_steps:
+            return self.num_frames
+        return 1 + (self.num_frames - 1) * step // self.curriculum_steps
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress_ = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (
+            self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress_))
+        )
+
+
+def example_inputs(
+    model_config: Any, tokenizer: Any, index: int, cfg: TrainConfig, *, num_frames: int | None = None
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Inputs with the answer appended, and the position of the first answer token."""
+    item = video_at("train", index, num_frames=num_frames or cfg.num_frames, seed=cfg.seed)
+    inputs = video_inputs(
+        item.frames(),
+        item.question,
+        tokenizer,
+        model_config,
+        frame_pixels=(cfg.frame_size**2, cfg.frame_size**2),
+        repeat_frames=2,
+    )
+    answer = answer_ids(tokenizer, item.answer)[None]
+    start = inputs["input_ids"].shape[1]
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], answer], dim=1)
+    for key in ("attention_mask", "mm_token_type_ids"):
+        fill = 1 if key == "attention_mask" else 0
+        inputs[key] = torch.cat([inputs[key], torch.full_like(answer, fill)], dim=1)
+    return inputs, start
+
+
+def example_loss(
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    answer_start: int,
+    cfg: TrainConfig,
+    teacher: torch.nn.Module | None = None,
+    *,
+    video_token_id: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted loss of one example and its parts."""
+    logits = model(**inputs).logits[0].float()  # [S, V]
+    ids = inputs["input_ids"][0]
+    logs: dict[str, float] = {}
+    loss = logits.new_zeros(())
+    if cfg.answer_weight > 0:
+        answer = F.cross_entropy(logits[answer_start - 1 : -1], ids[answer_start:])
+        loss = loss + cfg.answer_weight * answer
+        logs["answer_loss"] = float(answer.detach())
+    if cfg.distill_weight > 0:
+        if teacher is None:
+            raise ValueError("distill_weight > 0 needs a teacher model")
+        with torch.no_grad():
+            teacher_logits = teacher(**inputs).logits[0].float()
+        first = int((ids == video_token_id).nonzero().max()) + 1  # text after the video
+        t = cfg.temperature
+        kl = F.kl_div(
+            F.log_softmax(logits[first:] / t, -1),
+            F.log_softmax(teacher_logits[first:] / t, -1),
+            log_target=True,
+            reduction="batchmean",
+        ) * (t * t)
+        loss = loss + cfg.distill_weight * kl
+        logs["distill_kl"] = float(kl.detach())
+    return loss, logs
+
+
+def _run_settings(cfg: TrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
+    settings = asdict(cfg)
+    for key in ("steps", "checkpoint_every", "log_every"):
+        settings.pop(key)  # may change on resume
+    return {**settings, **extra}
+
+
+def train(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    ctx: DistContext,
+    teacher: torch.nn.Module | None = None,
+    run_info: dict[str, Any] | None = None,
+    show_progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place (checkpoints in ``out_dir/checkpoints``, resumed automatically).
+
+    ``run_info`` (e.g. the OmniSparse config) is stored with the checkpoints; resuming with different
+    settings is an error. Returns the logged history (mean over ranks).
+    """
+    out_dir = Path(out_dir)
+    config: Any = model.config
+    settings = {**_run_settings(cfg, run_info or {}), "world_size": ctx.world_size}
+    module = model.to(ctx.device)
+    if teacher is not None:
+        teacher.to(ctx.device)
+    runner: Any = torch.nn.parallel.DistributedDataParallel(model) if ctx.distributed else model
+    optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, history = 0, []
+    if (found := latest_checkpoint(out_dir)) is not None:
+        state = load_checkpoint(found)
+        if state["settings"] != settings:
+            raise ValueError(
+                f"{out_dir} holds a run with other settings (options or number of processes); use another --out "
+                "or the same options"
+            )
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = state["step"], state["history"]
+        set_rng_state(state["rng"][ctx.rank] if isinstance(state["rng"], list) else state["rng"])
+    module.train()
+    if teacher is not None:
+        teacher.eval().requires_grad_(False)
+    bar = tqdm(
+        range(start, cfg.steps),
+        desc="train",
+        initial=start,
+        total=cfg.steps,
+        disable=not (show_progress and ctx.is_main),
+        dynamic_ncols=True,
+    )
+    window: list[dict[str, float]] = []
+    tic = time.perf_counter()
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr_at(step)
+        optimizer.zero_grad(set_to_none=True)
+        logs: dict[str, float] = {}
+        for micro in range(cfg.batch_size):
+            index = (step * ctx.world_size + ctx.rank) * cfg.batch_size + micro
+            inputs, answer_start = example_inputs(
+                config, tokenizer, index, cfg, num_frames=cfg.frames_at(step)
+            )
+            inputs = {key: value.to(ctx.device) for key, value in inputs.items()}
+            no_sync = runner.no_sync() if ctx.distributed and micro < cfg.batch_size - 1 else _null()
+            with no_sync:
+                loss, parts = example_loss(
+                    runner, inputs, answer_start, cfg, teacher, video_token_id=config.video_token_id
+                )
+                (loss / cfg.batch_size).backward()
+            for key, value in parts.items():
+                logs[key] = logs.get(key, 0.0) + value / cfg.batch_size
+        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        optimizer.step()
+        window.append(logs)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            mean = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+            mean = all_reduce_mean(mean, ctx)
+            mean.update(step=done, seconds=time.perf_counter() - tic)
+            history.append(mean)
+            window = []
+            if ctx.is_main:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in mean.items() if k.endswith(("loss", "kl"))})
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            rng: Any = get_rng_state()
+            if ctx.distributed:
+                gathered: list[Any] = [None] * ctx.world_size
+                torch.distributed.all_gather_object(gathered, rng)
+                rng = gathered
+            if ctx.is_main:
+                state = {
+                    "model": module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": done,
+                    "history": history,
+                    "settings": settings,
+                    "rng": rng,
+                }
+                save_checkpoint(out_dir, done, state)
+            if ctx.distributed:
+                torch.distributed.barrier()
+    module.eval()
+    if ctx.is_main:
+        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+    return history
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
