@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from omnisparse import OmniSparseConfig
 from omnisparse.cli import main
@@ -188,9 +189,8 @@ def test_generate_sparse_and_dense(
     assert sparse["attention"] == "omnisparse"
     # 4 frames of 64x64 resized to 112x112: 2 temporal patches of 4x4 merged tokens
     assert sparse["visual_tokens"] == 32
-    assert (
-        sparse["prompt_tokens"] == 32 + 2 + 7
-    )  # vision start/end and "what color is the circle ? <|answer|>"
+    # the question before and after the video (6 words each), vision start/end, the answer marker
+    assert sparse["prompt_tokens"] == 6 + 32 + 2 + 6 + 1
     assert isinstance(sparse["answer"], str)
     assert sparse["kv_cache_mib"] > 0 and sparse["seconds"] > 0
     assert 0 < sparse["prefill_density"] <= 1
@@ -200,7 +200,7 @@ def test_generate_sparse_and_dense(
     assert dense["attention"] == "dense" and "prefill_density" not in dense
     assert dense["visual_tokens"] == 32 and dense["prompt_tokens"] == sparse["prompt_tokens"]
     # the dense cache holds prompt + 2 of the 3 new tokens for 2 layers x 2 key/value heads x 16 dims
-    assert dense["kv_cache_mib"] * 2**20 == pytest.approx(2 * 2 * 2 * (41 + 2) * 16 * 4)
+    assert dense["kv_cache_mib"] * 2**20 == pytest.approx(2 * 2 * 2 * (dense["prompt_tokens"] + 2) * 16 * 4)
 
     assert main(common) == 0  # the text form
     out = capfd.readouterr().out
@@ -327,3 +327,23 @@ def test_finetune_writes_the_model_and_resumes(
 
     model, tokenizer = load_model(out / "model")
     assert model.config.text_config.num_hidden_layers == 2 and tokenizer.eos_token == "<|endoftext|>"
+
+
+def test_train_base_continues_from_an_earlier_stage(
+    tmp_path: Path, model_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """``train-base --init`` starts from a saved stage (no vision pretraining) and trains it further."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "stage2"
+    args = ["train-base", "--init", str(model_dir), "--out", str(out), "--vision-steps", "0"]
+    args += ["--single-frame-steps", "0", "--curriculum-steps", "0", "--steps", "2", "--batch-size", "1"]
+    args += ["--num-frames", "2", "--frame-size", "56", "--device", "cpu", "--json"]
+    assert main(args) == 0
+    assert _last_json(capfd)["steps"] == 2
+    before = load_file(model_dir / "model.safetensors")
+    after = load_file(out / "model" / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    run = json.loads((out / "run.json").read_text())
+    assert run["train"]["num_frames"] == 2

@@ -113,3 +113,22 @@ def test_bad_arguments_raise() -> None:
         video_at("train", 0, num_frames=0)
     with pytest.raises(ValueError, match="index must be >= 0"):
         video_at("train", -1)
+
+
+def test_blank_distractors_by_default() -> None:
+    """With the default (0 shape distractors) only the target frame shows a shape."""
+    for item in make_videos("test", 5, num_frames=6):
+        assert len(item.blank) == 6 and not item.blank[item.target]
+        assert sum(item.blank) == 5
+        for position, frame in enumerate(item.frames()):
+            colours = len(np.unique(frame.reshape(-1, 3), axis=0))
+            assert (colours == 1) == item.blank[position]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_shape_distractors_show_shapes(count: int) -> None:
+    item = video_at("train", 7, num_frames=8, shape_distractors=count)
+    shown = [i for i, blank in enumerate(item.blank) if not blank]
+    assert item.target in shown and len(shown) == count + 1
+    everything = video_at("train", 7, num_frames=8, shape_distractors=None)
+    assert not any(everything.blank)

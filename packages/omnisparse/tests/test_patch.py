@@ -14,7 +14,7 @@ import omnisparse
 from accel_shared.tiny_models import build_tiny_model
 from omnisparse import OmniSparseConfig, SlimKVCache
 
-TINY_MODELS = ["qwen2", "qwen2-vl", "qwen2.5-vl"]
+TINY_MODELS = ["qwen2", "llama", "qwen2-vl", "qwen2.5-vl"]
 # the accel_shared tiny VL models' image token and vision start / end tokens
 IMAGE_TOKEN, VISION_START, VISION_END = 120, 122, 123
 
@@ -28,7 +28,7 @@ def long_inputs(name: str, model: Any, seed: int = 0) -> dict[str, torch.Tensor]
     """Inputs longer than ``tiny_inputs``: 40 text tokens, or 6 text + a 112x112 image (16 tokens)
     + 14 text for the VL models (38 tokens), so block_size 4 gives ~10 query blocks."""
     g = torch.Generator().manual_seed(seed)
-    if name == "qwen2":
+    if name in ("qwen2", "llama"):
         ids = torch.randint(3, 100, (1, 40), generator=g)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     vision = model.config.vision_config
@@ -61,7 +61,7 @@ def tiny(request: pytest.FixtureRequest) -> tuple[str, Any, dict[str, torch.Tens
 
 @pytest.fixture(scope="module")
 def video_case() -> tuple[Any, Any, dict[str, torch.Tensor]]:
-    """The omnisparse tiny VLM (4 layers) and a 138-token prompt: 8 easy-vqa frames (128 video tokens)."""
+    """The omnisparse tiny VLM (4 layers) and a 145-token prompt: 8 easy-vqa frames (128 video tokens)."""
     pytest.importorskip("easy_vqa")
     from omnisparse.inputs import video_inputs
     from omnisparse.longvideo_qa import make_videos
@@ -171,7 +171,7 @@ def test_full_recall_matches_dense_on_video(video_case: tuple[Any, Any, dict]) -
     state.record = True
     sparse = logits_of(model, inputs)
     omnisparse.remove(model)
-    assert len(state.stats) == 4 and all(s.seq_len == 138 for s in state.stats)
+    assert len(state.stats) == 4 and all(s.seq_len == 145 for s in state.stats)
     torch.testing.assert_close(sparse, dense, atol=1e-5, rtol=0)
 
 
@@ -212,7 +212,7 @@ def test_generate_keeping_everything_matches_dense(tiny: tuple[str, Any, dict]) 
     prompt = inputs["input_ids"].shape[1]
     assert cache.get_seq_length() == prompt + new - 1
     omni_warnings = [str(w.message) for w in caught if "OmniSparse" in str(w.message)]
-    if name == "qwen2":  # no visual tokens: nothing to slim, and OmniSparse says so
+    if name in ("qwen2", "llama"):  # no visual tokens: nothing to slim, and OmniSparse says so
         assert not any(layer.is_slim for layer in cache.layers)
         assert any("no visual tokens" in m for m in omni_warnings)
     else:
@@ -233,7 +233,7 @@ def test_generate_on_video_keeping_everything(video_case: tuple[Any, Any, dict])
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     assert isinstance(cache, SlimKVCache) and out.past_key_values is cache
     assert all(layer.is_slim for layer in cache.layers)
-    assert cache.get_seq_length() == 138 + 3
+    assert cache.get_seq_length() == 145 + 3
 
 
 def test_default_slim_cache_is_smaller_than_dense(video_case: tuple[Any, Any, dict]) -> None:
@@ -252,12 +252,12 @@ def test_default_slim_cache_is_smaller_than_dense(video_case: tuple[Any, Any, di
     assert state.cache is None
     assert isinstance(slim, SlimKVCache) and slim is not handed  # the empty DynamicCache was swapped
     assert out.past_key_values is slim
-    assert slim.get_seq_length() == dense.get_seq_length() == 138
+    assert slim.get_seq_length() == dense.get_seq_length() == 145
     assert all(layer.is_slim for layer in slim.layers)
     visual = int((inputs["mm_token_type_ids"] != 0).sum())
     for kept in slim.kept_tokens():
-        assert bool((kept >= 138 - visual).all())  # text tokens are never dropped
-    assert any(bool((kept < 138).any()) for kept in slim.kept_tokens())
+        assert bool((kept >= 145 - visual).all())  # text tokens are never dropped
+    assert any(bool((kept < 145).any()) for kept in slim.kept_tokens())
     assert slim.nbytes() < dense_bytes
 
 
@@ -274,7 +274,7 @@ def test_multi_token_decode_equals_one_token_steps(video_case: tuple[Any, Any, d
         with torch.no_grad():
             together = SlimKVCache(config=model.config)
             model(**inputs, cache=together, use_cache=True)
-            assert any(bool((k < 138).any()) for k in together.kept_tokens())
+            assert any(bool((k < 145).any()) for k in together.kept_tokens())
             # (no attention_mask: Qwen2-VL's M-RoPE positions mis-handle a multi-token continuation with one)
             joint = model(input_ids=new_ids, cache=together, use_cache=True).logits
 
@@ -286,7 +286,7 @@ def test_multi_token_decode_equals_one_token_steps(video_case: tuple[Any, Any, d
             ]
     finally:
         omnisparse.remove(model)
-    assert together.get_seq_length() == stepwise.get_seq_length() == 141
+    assert together.get_seq_length() == stepwise.get_seq_length() == 148
     torch.testing.assert_close(joint, torch.cat(steps, dim=1), atol=1e-5, rtol=0)
 
 

@@ -75,6 +75,15 @@ def test_frames_curriculum() -> None:
     assert all(1 <= f <= 32 for f in frames)
 
 
+def test_mixed_lengths_draw_up_to_the_curriculum_length() -> None:
+    cfg = TrainConfig(num_frames=16, curriculum_steps=100, mixed_lengths=True)
+    early = [cfg.frames_at(10, index) for index in range(200)]
+    late = [cfg.frames_at(500, index) for index in range(200)]
+    assert max(early) <= TrainConfig(num_frames=16, curriculum_steps=100).frames_at(10)
+    assert min(late) == 1 and max(late) == 16 and len(set(late)) > 8
+    assert [cfg.frames_at(500, i) for i in range(20)] == [cfg.frames_at(500, i) for i in range(20)]  # seeded
+
+
 def test_learning_rate_warmup_and_cosine() -> None:
     cfg = TrainConfig(steps=14, lr=2.0, warmup=4, min_lr_ratio=0.1)
     assert [cfg.lr_at(s) for s in range(4)] == pytest.approx([0.5, 1.0, 1.5, 2.0])

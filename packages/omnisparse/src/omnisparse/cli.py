@@ -233,6 +233,8 @@ def _train_config(args: argparse.Namespace) -> Any:
         num_frames=args.num_frames,
         single_frame_steps=getattr(args, "single_frame_steps", 0),
         curriculum_steps=getattr(args, "curriculum_steps", 0),
+        mixed_lengths=getattr(args, "mixed_lengths", False),
+        shape_distractors=None if args.shape_distractors < 0 else args.shape_distractors,
         frame_size=args.frame_size,
         seed=args.seed,
         answer_weight=getattr(args, "answer_weight", 1.0),
@@ -404,6 +406,12 @@ def _add_train_args(parser: argparse.ArgumentParser, *, steps: int, lr: float) -
         "--frame-size", type=int, default=112, help="frame side in pixels, a multiple of 28 (default: 112)"
     )
     parser.add_argument(
+        "--shape-distractors",
+        type=int,
+        default=0,
+        help="distractor frames that show a shape; the others are blank (-1: all of them; default: 0)",
+    )
+    parser.add_argument(
         "--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)"
     )
 
@@ -539,6 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_train_args(base, steps=2400, lr=2e-3)
+    base.add_argument(
+        "--mixed-lengths",
+        action="store_true",
+        help="each video draws its length uniformly between 1 and the curriculum's current length",
+    )
     base.add_argument(
         "--init",
         default=None,

@@ -24,6 +24,7 @@ import numpy as np
 __all__ = ["COLORS", "SHAPES", "VideoQA", "frame_labels", "load_frame", "make_videos", "video_at"]
 
 SHAPES = ("circle", "rectangle", "triangle")
+SHAPE_DISTRACTORS = 0  # distractor frames that show a shape; the rest of the video is blank frames
 COLORS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
 
 
@@ -74,13 +75,30 @@ class VideoQA:
     target: int
     question: str
     answer: str
+    blank: tuple[bool, ...] = ()  # frames shown as their image's plain background (no shape)
 
     def frames(self) -> list[np.ndarray]:
-        return [load_frame(self.split, i) for i in self.frame_ids]
+        out = []
+        for position, image_id in enumerate(self.frame_ids):
+            frame = load_frame(self.split, image_id)
+            if self.blank and self.blank[position]:
+                frame = blank_frame(frame)
+            out.append(frame)
+        return out
+
+
+def blank_frame(frame: np.ndarray) -> np.ndarray:
+    """The frame's most common colour (its background) everywhere: a frame without a shape."""
+    colors, counts = np.unique(frame.reshape(-1, 3), axis=0, return_counts=True)
+    return np.broadcast_to(colors[counts.argmax()], frame.shape).copy()
 
 
 def _one_video(
-    rng: random.Random, split: str, num_frames: int, by_label: dict[tuple[str, str], list[int]]
+    rng: random.Random,
+    split: str,
+    num_frames: int,
+    by_label: dict[tuple[str, str], list[int]],
+    shape_distractors: int | None,
 ) -> VideoQA:
     shape, color = rng.choice(SHAPES), rng.choice(COLORS)
     if rng.random() < 0.5:
@@ -92,7 +110,12 @@ def _one_video(
     frames = [rng.choice(by_label[rng.choice(distractor_labels)]) for _ in range(num_frames - 1)]
     target = rng.randrange(num_frames)
     frames.insert(target, rng.choice(by_label[(shape, color)]))
-    return VideoQA(split, tuple(frames), target, question, answer)
+    blank = [False] * num_frames
+    if shape_distractors is not None:
+        others = [i for i in range(num_frames) if i != target]
+        shown = set(rng.sample(others, min(shape_distractors, len(others))))
+        blank = [i != target and i not in shown for i in range(num_frames)]
+    return VideoQA(split, tuple(frames), target, question, answer, tuple(blank))
 
 
 @cache
@@ -106,8 +129,13 @@ def _images_by_label(split: str) -> dict[tuple[str, str], list[int]]:
     return by_label
 
 
-def video_at(split: str, index: int, *, num_frames: int = 32, seed: int = 0) -> VideoQA:
-    """Video number ``index`` of the stream ``(split, seed)``: the same item on every call and every rank."""
+def video_at(
+    split: str, index: int, *, num_frames: int = 32, seed: int = 0, shape_distractors: int | None = SHAPE_DISTRACTORS
+) -> VideoQA:
+    """Video number ``index`` of the stream ``(split, seed)``: the same item on every call and every rank.
+
+    ``shape_distractors``: how many distractor frames show a shape (the others are blank); None: all.
+    """
     if num_frames < 1:
         raise ValueError(
             f"num_frames must be >= 1 (the target; the others are distractors), got {num_frames}"
@@ -115,9 +143,13 @@ def video_at(split: str, index: int, *, num_frames: int = 32, seed: int = 0) -> 
     if index < 0:
         raise ValueError(f"index must be >= 0, got {index}")
     rng = random.Random(f"{split}-{seed}-{index}")
-    return _one_video(rng, split, num_frames, _images_by_label(split))
+    return _one_video(rng, split, num_frames, _images_by_label(split), shape_distractors)
 
 
-def make_videos(split: str, count: int, *, num_frames: int = 32, seed: int = 0) -> list[VideoQA]:
+def make_videos(
+    split: str, count: int, *, num_frames: int = 32, seed: int = 0, shape_distractors: int | None = SHAPE_DISTRACTORS
+) -> list[VideoQA]:
     """Videos ``0 .. count-1`` of the stream ``(split, seed)``."""
-    return [video_at(split, i, num_frames=num_frames, seed=seed) for i in range(count)]
+    return [
+        video_at(split, i, num_frames=num_frames, seed=seed, shape_distractors=shape_distractors) for i in range(count)
+    ]

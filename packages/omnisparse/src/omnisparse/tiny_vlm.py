@@ -60,8 +60,13 @@ def build_tokenizer() -> Any:
 
 
 def prompt_text(question: str, *, num_video_tokens: int) -> str:
-    """The tiny model's prompt: the video's tokens, the question, then the answer marker."""
-    return f"{VISION_START}{VIDEO_PAD * num_video_tokens}{VISION_END} {question} {ANSWER_TOKEN}"
+    """The tiny model's prompt: the question, the video's tokens, the question again, the answer marker.
+
+    Asking before the video lets each frame's tokens check themselves against the question as they are
+    read (a 4-layer model does not learn to search 32 frames from a question that only follows them);
+    asking again after it gives decoding its usual "question after the video" queries.
+    """
+    return f"{question} {VISION_START}{VIDEO_PAD * num_video_tokens}{VISION_END} {question} {ANSWER_TOKEN}"
 
 
 def mrope_section(head_dim: int) -> list[int]:

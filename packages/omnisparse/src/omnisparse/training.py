@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from accel_shared.checkpoint import (
 )
 from accel_shared.gs.distributed import DistContext, all_reduce_mean
 from omnisparse.inputs import answer_ids, video_inputs
-from omnisparse.longvideo_qa import video_at
+from omnisparse.longvideo_qa import SHAPE_DISTRACTORS, video_at
 
 __all__ = ["TrainConfig", "example_loss", "train"]
 
@@ -53,6 +54,8 @@ class TrainConfig:
     frame_size: int = 112  # frames are resized to frame_size x frame_size (a multiple of 28)
     single_frame_steps: int = 0  # curriculum: first train on 1-frame videos (plain VQA) for these steps,
     curriculum_steps: int = 0  # then grow videos linearly from 1 frame to num_frames over these steps
+    shape_distractors: int | None = SHAPE_DISTRACTORS  # distractor frames showing a shape (None: all)
+    mixed_lengths: bool = False  # each video draws its length uniformly in [1, the curriculum's length]
     seed: int = 0
     answer_weight: float = 1.0
     distill_weight: float = 0.0
@@ -75,14 +78,18 @@ class TrainConfig:
         if self.single_frame_steps < 0 or self.curriculum_steps < 0 or self.warmup < 0:
             raise ValueError("single_frame_steps, curriculum_steps and warmup must be >= 0")
 
-    def frames_at(self, step: int) -> int:
-        """Frames per video at ``step`` (the curriculum; num_frames once it is over)."""
+    def frames_at(self, step: int, index: int = 0) -> int:
+        """Frames of video ``index`` at ``step``: the curriculum's length (num_frames once it is over) or,
+        with ``mixed_lengths``, a length drawn uniformly up to it (seeded by the index, so resumable)."""
         if step < self.single_frame_steps:
             return 1
         step -= self.single_frame_steps
-        if step >= self.curriculum_steps:
-            return self.num_frames
-        return 1 + (self.num_frames - 1) * step // self.curriculum_steps
+        longest = self.num_frames
+        if step < self.curriculum_steps:
+            longest = 1 + (self.num_frames - 1) * step // self.curriculum_steps
+        if not self.mixed_lengths:
+            return longest
+        return random.Random(f"frames-{self.seed}-{index}").randint(1, longest)
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -97,7 +104,9 @@ def example_inputs(
     model_config: Any, tokenizer: Any, index: int, cfg: TrainConfig, *, num_frames: int | None = None
 ) -> tuple[dict[str, torch.Tensor], int]:
     """Inputs with the answer appended, and the position of the first answer token."""
-    item = video_at("train", index, num_frames=num_frames or cfg.num_frames, seed=cfg.seed)
+    item = video_at(
+        "train", index, num_frames=num_frames or cfg.num_frames, seed=cfg.seed, shape_distractors=cfg.shape_distractors
+    )
     inputs = video_inputs(
         item.frames(),
         item.question,
@@ -215,7 +224,7 @@ def train(
         for micro in range(cfg.batch_size):
             index = (step * ctx.world_size + ctx.rank) * cfg.batch_size + micro
             inputs, answer_start = example_inputs(
-                config, tokenizer, index, cfg, num_frames=cfg.frames_at(step)
+                config, tokenizer, index, cfg, num_frames=cfg.frames_at(step, index)
             )
             inputs = {key: value.to(ctx.device) for key, value in inputs.items()}
             no_sync = runner.no_sync() if ctx.distributed and micro < cfg.batch_size - 1 else _null()
