@@ -233,6 +233,7 @@ FIDELITY_KEYS = {
     "sparse_accuracy",
     "answer_agreement",
     "top1_agreement",
+    "answer_top1_agreement",
     "logit_cosine",
     "prefill_density",
     "active_query_share",

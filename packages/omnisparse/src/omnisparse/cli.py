@@ -59,9 +59,15 @@ def _load_config(path: str | None, default: Any = None) -> Any:
 
 
 def _default_config_for(model_name: str) -> Any:
+    """The config a model folder ships (``omnisparse.json``, written by finetune), else the tiny models'
+    settings for the shipped models, else None (the library defaults)."""
+    from omnisparse.config import OmniSparseConfig
     from omnisparse.evaluation import TINY_MODEL_CONFIG
-    from omnisparse.models import SHIPPED_MODELS
+    from omnisparse.models import SHIPPED_MODELS, shipped_model_path
 
+    folder = shipped_model_path(model_name) if model_name in SHIPPED_MODELS else Path(model_name)
+    if (folder / "omnisparse.json").is_file():
+        return OmniSparseConfig.load(folder / "omnisparse.json")
     return TINY_MODEL_CONFIG if model_name in SHIPPED_MODELS else None
 
 
@@ -387,7 +393,8 @@ def _add_config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         default=None,
-        help="OmniSparseConfig as JSON (default: the library defaults; for the shipped tiny models, 16-token blocks)",
+        help="OmniSparseConfig as JSON (default: the model folder's omnisparse.json if it has one, else the library "
+        "defaults; for the shipped tiny models, 16-token blocks)",
     )
 
 

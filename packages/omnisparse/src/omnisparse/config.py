@@ -64,7 +64,7 @@ class OmniSparseConfig:
     min_seq_len: int = 1024
     dense_layers: list[int] = field(default_factory=list)
     slim_decode: bool = True
-    decode_gamma: float = 0.95
+    decode_gamma: float = 0.9
     observation_window: int = 32
     head_visual_threshold: float = 0.02
     recent_window: int = 32

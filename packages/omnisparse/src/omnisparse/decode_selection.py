@@ -1,8 +1,9 @@
 """Which cached tokens each key/value head keeps for decoding (KV-cache slimming).
 
-The decoding queries are not known at prefill time; the last ``observation_window`` prompt tokens (the
-question that follows the video) stand in for them, as their attention pattern is the closest one
-available. For every key/value head (its query heads summed):
+The decoding queries are not known at prefill time; the prompt's text after its last visual token (the
+question that follows the video; at most ``observation_window`` tokens) stands in for them, as its
+attention pattern is the closest one available. A prompt that ends with visual tokens uses its last
+``observation_window`` tokens. For every key/value head (its query heads summed):
 
 - text tokens and the ``recent_window`` newest tokens are always kept;
 - a head whose observed attention puts less than ``head_visual_threshold`` of its mass on visual tokens
@@ -58,9 +59,15 @@ def decode_keep_positions(
     batch, heads_kv, sk = k.shape[0], k.shape[1], k.shape[2]
     if visual.shape != (batch, sk):
         raise ValueError(f"visual must be [B, Sk] = [{batch}, {sk}], got {list(visual.shape)}")
-    mass = observed_attention(q, k, config.observation_window, scale)  # [B, Hkv, Sk]
+    visual = visual.to(k.device)
+    sq = q.shape[2]
+    positions = torch.arange(sk, device=k.device)
+    last_visual = torch.where(visual, positions, torch.full_like(positions, -1)).amax(dim=1)  # [B]
+    text_after = int((sk - 1 - last_visual).min())
+    window = min(config.observation_window, text_after if text_after > 0 else sq, sq)
+    mass = observed_attention(q, k, window, scale)  # [B, Hkv, Sk]
     recent = torch.arange(sk, device=k.device) >= sk - config.recent_window
-    candidate = visual.to(k.device) & ~recent[None, :]  # [B, Sk]
+    candidate = visual & ~recent[None, :]  # [B, Sk]
     keep: list[list[torch.Tensor]] = []
     for b in range(batch):
         always = (~candidate[b]).nonzero().flatten()

@@ -130,7 +130,12 @@ def _images_by_label(split: str) -> dict[tuple[str, str], list[int]]:
 
 
 def video_at(
-    split: str, index: int, *, num_frames: int = 32, seed: int = 0, shape_distractors: int | None = SHAPE_DISTRACTORS
+    split: str,
+    index: int,
+    *,
+    num_frames: int = 32,
+    seed: int = 0,
+    shape_distractors: int | None = SHAPE_DISTRACTORS,
 ) -> VideoQA:
     """Video number ``index`` of the stream ``(split, seed)``: the same item on every call and every rank.
 
@@ -147,9 +152,15 @@ def video_at(
 
 
 def make_videos(
-    split: str, count: int, *, num_frames: int = 32, seed: int = 0, shape_distractors: int | None = SHAPE_DISTRACTORS
+    split: str,
+    count: int,
+    *,
+    num_frames: int = 32,
+    seed: int = 0,
+    shape_distractors: int | None = SHAPE_DISTRACTORS,
 ) -> list[VideoQA]:
     """Videos ``0 .. count-1`` of the stream ``(split, seed)``."""
     return [
-        video_at(split, i, num_frames=num_frames, seed=seed, shape_distractors=shape_distractors) for i in range(count)
+        video_at(split, i, num_frames=num_frames, seed=seed, shape_distractors=shape_distractors)
+        for i in range(count)
     ]

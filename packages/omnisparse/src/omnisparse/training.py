@@ -105,7 +105,11 @@ def example_inputs(
 ) -> tuple[dict[str, torch.Tensor], int]:
     """Inputs with the answer appended, and the position of the first answer token."""
     item = video_at(
-        "train", index, num_frames=num_frames or cfg.num_frames, seed=cfg.seed, shape_distractors=cfg.shape_distractors
+        "train",
+        index,
+        num_frames=num_frames or cfg.num_frames,
+        seed=cfg.seed,
+        shape_distractors=cfg.shape_distractors,
     )
     inputs = video_inputs(
         item.frames(),
