@@ -5,7 +5,7 @@ omnisparse.apply(model)                       # Qwen2-VL / Qwen2.5-VL / any regi
 out = model.generate(**inputs)                # sparse prefill, slimmed per-head KV cache
 omnisparse.remove(model)                      # exactly the original model again
 
-omnisparse.OmniSparseConfig(gamma=0.9, lazy_keep_ratio=0.1, decode_gamma=0.95, ...)
+omnisparse.OmniSparseConfig(gamma=0.9, lazy_keep_ratio=0.1, decode_gamma=0.9, ...)
 omnisparse.SlimKVCache(config=model.config)   # the slimmed cache, passed explicitly
 """
 

@@ -46,7 +46,8 @@ class OmniSparseConfig:
             model for a :class:`SlimKVCache`, so ``generate`` slims without extra arguments).
         decode_gamma: per key/value head, keep the visual tokens (highest estimated decode attention first)
             until text, recent and kept visual tokens cover this share of the head's attention mass.
-        observation_window: the last prompt tokens whose attention stands in for the decoding queries.
+        observation_window: at most this many prompt tokens after the last visual token (the question
+            after the video) stand in for the decoding queries.
         head_visual_threshold: heads whose observed attention puts less than this share on visual tokens
             keep no visual tokens at all (visual-light heads).
         recent_window: the most recent tokens are always kept.
