@@ -28,6 +28,9 @@ __all__ = ["SlimKVCache", "SlimLayer"]
 class SlimLayer(DynamicLayer):
     """One layer of :class:`SlimKVCache`: dense until :meth:`slim`, then a per-head pool."""
 
+    keys: torch.Tensor | None
+    values: torch.Tensor | None
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__()
         self.kv_indices: torch.Tensor | None = None
@@ -40,7 +43,7 @@ class SlimLayer(DynamicLayer):
         return self.kv_indices is not None
 
     @property
-    def is_croppable(self) -> bool:  # type: ignore[override]
+    def is_croppable(self) -> bool:  # type: ignore[override,unused-ignore]
         return not self.is_slim
 
     def update(

@@ -143,9 +143,11 @@ def bench_attention(
 
             def sparse(config: OmniSparseConfig = config, block: int = block) -> torch.Tensor:
                 selection = select_prefill_blocks(q, k, config, text_tokens=text)
-                return kernels_core.block_sparse_attention(
+                out = kernels_core.block_sparse_attention(
                     q, k, v, selection.indices, block_size=(block, block), causal=True, check_indices=False
                 )
+                assert isinstance(out, torch.Tensor)
+                return out
 
             density = select_prefill_blocks(q, k, config, text_tokens=text).density
             results[name] = (time_callable(sparse, warmup=warmup, repeats=repeats, device=device), density)
