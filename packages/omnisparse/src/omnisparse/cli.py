@@ -257,6 +257,12 @@ def _save_model(model: Any, tokenizer: Any, out: Path, extra: dict[str, Any]) ->
     (out / "run.json").write_text(json.dumps(extra, indent=2) + "\n")
 
 
+def _report_run(args: argparse.Namespace, steps: int, history: list[dict[str, float]]) -> None:
+    """Print where the model went and the last logged losses."""
+    last = {k: v for k, v in history[-1].items() if k != "step"}
+    emit({"out": str(Path(args.out) / "model"), "steps": steps, **last}, as_json=args.json)
+
+
 def _finetune(args: argparse.Namespace) -> int:
     import omnisparse
     from accel_shared.gs.distributed import setup_distributed, teardown_distributed
@@ -285,21 +291,10 @@ def _finetune(args: argparse.Namespace) -> int:
         )
         omnisparse.remove(student)
         if ctx.is_main:
-            _save_model(
-                student,
-                tokenizer,
-                Path(args.out),
-                {"omnisparse": config.to_dict(), "base_model": str(args.model), "train": vars(cfg)},
-            )
+            run = {"omnisparse": config.to_dict(), "base_model": str(args.model), "train": vars(cfg)}
+            _save_model(student, tokenizer, Path(args.out), run)
             config.save(Path(args.out) / "model" / "omnisparse.json")
-            emit(
-                {
-                    "out": str(Path(args.out) / "model"),
-                    "steps": cfg.steps,
-                    **{k: v for k, v in history[-1].items() if k != "step"},
-                },
-                as_json=args.json,
-            )
+            _report_run(args, cfg.steps, history)
     finally:
         teardown_distributed(ctx)
     return 0
@@ -335,14 +330,7 @@ def _train_base(args: argparse.Namespace) -> int:
         )
         if ctx.is_main:
             _save_model(model, tokenizer, Path(args.out), {"train": vars(cfg)})
-            emit(
-                {
-                    "out": str(Path(args.out) / "model"),
-                    "steps": cfg.steps,
-                    **{k: v for k, v in history[-1].items() if k != "step"},
-                },
-                as_json=args.json,
-            )
+            _report_run(args, cfg.steps, history)
     finally:
         teardown_distributed(ctx)
     return 0
