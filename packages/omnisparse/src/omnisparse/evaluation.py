@@ -30,7 +30,7 @@ from omnisparse.slim_cache import SlimKVCache
 
 __all__ = ["TINY_MODEL_CONFIG", "FidelityReport", "cache_nbytes", "evaluate"]
 
-# The tiny benchmark model sees ~520 tokens, so blocks are 16 tokens (32 blocks, the block count of an
+# The tiny benchmark model sees ~530 tokens, so blocks are 16 tokens (33 blocks, about the block count of a
 # 2k-token prompt with the default 64-token blocks) and every call is long enough to go sparse.
 TINY_MODEL_CONFIG = OmniSparseConfig(block_size=16, min_seq_len=128, recent_window=8, observation_window=16)
 

@@ -13,6 +13,7 @@ videos from the deterministic stream, so a run resumes exactly from its last che
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -231,7 +232,11 @@ def train(
                 config, tokenizer, index, cfg, num_frames=cfg.frames_at(step, index)
             )
             inputs = {key: value.to(ctx.device) for key, value in inputs.items()}
-            no_sync = runner.no_sync() if ctx.distributed and micro < cfg.batch_size - 1 else _null()
+            no_sync = (
+                runner.no_sync()
+                if ctx.distributed and micro < cfg.batch_size - 1
+                else contextlib.nullcontext()
+            )
             with no_sync:
                 loss, parts = example_loss(
                     runner, inputs, answer_start, cfg, teacher, video_token_id=config.video_token_id
@@ -273,11 +278,3 @@ def train(
     if ctx.is_main:
         (out_dir / "history.json").write_text(json.dumps(history, indent=1))
     return history
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
