@@ -10,6 +10,9 @@
 #   PYTHON=/path/to/python scripts/gpu_check.sh
 #   GPU_CHECK_OUT=dir scripts/gpu_check.sh  where logs and benchmark reports go (default build/gpu)
 #   GPU_CHECK_TIMEOUT=300 scripts/gpu_check.sh   seconds allowed per test folder and per benchmark
+#   GPU_CHECK_TEST_TIMEOUT=60 scripts/gpu_check.sh  seconds per test (needs pytest-timeout)
+#   GPU_CHECK_TESTS="kernels-core/tests" scripts/gpu_check.sh   test folders to run
+#   GPU_CHECK_BENCH="kernels-core/benchmarks/bench_attention.py" scripts/gpu_check.sh   benchmarks to run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,15 +62,16 @@ esac
 
 echo "== gpu tests"
 status=0
-for tests in kernels-core/tests shared/tests tests packages/*/tests; do
+for tests in ${GPU_CHECK_TESTS:-kernels-core/tests shared/tests tests packages/*/tests}; do
   [ -d "$tests" ] || continue
-  timeout "$LIMIT" "$PYTHON" -m pytest "$tests" -m gpu -q -p no:cacheprovider -o addopts="" 2>&1 \
+  timeout "$LIMIT" "$PYTHON" -m pytest "$tests" -m gpu -q -rfE -p no:cacheprovider -o addopts="" \
+      ${GPU_CHECK_TEST_TIMEOUT:+--timeout "$GPU_CHECK_TEST_TIMEOUT"} 2>&1 \
     | tee -a "$OUT/gpu-tests.log" \
     || { rc=${PIPESTATUS[0]}; [ "$rc" -eq 5 ] || status=1; }   # 5: no gpu test in that folder
 done
 
 echo "== gpu benchmarks"
-for bench in kernels-core/benchmarks/bench_*.py packages/*/benchmarks/bench_*.py; do
+for bench in ${GPU_CHECK_BENCH:-kernels-core/benchmarks/bench_*.py packages/*/benchmarks/bench_*.py}; do
   [ -f "$bench" ] || continue
   timeout "$LIMIT" "$PYTHON" "$bench" --device cuda --out "$OUT/benchmarks" || status=1
 done

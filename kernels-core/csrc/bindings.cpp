@@ -14,6 +14,7 @@
 #include "common/cpu_features.h"
 #include "gaussians/rasterize.h"
 #include "geometry/nearest_neighbor.h"
+#include "quant/fp8_attention.h"
 #include "common/cuda_runtime.h"
 
 namespace py = pybind11;
@@ -269,6 +270,48 @@ PYBIND11_MODULE(_C, m) {
   m.def("rasterize_to_pixels_backward_cpu", &kc::rasterize_to_pixels_backward_cpu, py::arg("params"),
         py::arg("num_threads"), release_gil);
 
+  using Fp8 = kc::Fp8AttentionParams;
+  py::class_<Fp8>(m, "Fp8AttentionParams")
+      .def(py::init<>())
+      .def_readwrite("q", &Fp8::q)
+      .def_readwrite("k", &Fp8::k)
+      .def_readwrite("v", &Fp8::v)
+      .def_readwrite("q_scale", &Fp8::q_scale)
+      .def_readwrite("k_scale", &Fp8::k_scale)
+      .def_readwrite("v_scale", &Fp8::v_scale)
+      .def_readwrite("out", &Fp8::out)
+      .def_readwrite("lse", &Fp8::lse)
+      .def_readwrite("out_dtype", &Fp8::out_dtype)
+      .def_readwrite("key_valid", &Fp8::key_valid)
+      .def_readwrite("batch", &Fp8::batch)
+      .def_readwrite("heads_q", &Fp8::heads_q)
+      .def_readwrite("heads_kv", &Fp8::heads_kv)
+      .def_readwrite("seqlen_q", &Fp8::seqlen_q)
+      .def_readwrite("seqlen_k", &Fp8::seqlen_k)
+      .def_readwrite("head_dim", &Fp8::head_dim)
+      .def_readwrite("q_stride", &Fp8::q_stride)
+      .def_readwrite("k_stride", &Fp8::k_stride)
+      .def_readwrite("v_stride", &Fp8::v_stride)
+      .def_readwrite("out_stride", &Fp8::out_stride)
+      .def_readwrite("lse_stride", &Fp8::lse_stride)
+      .def_readwrite("v_transposed", &Fp8::v_transposed)
+      .def_readwrite("q_group", &Fp8::q_group)
+      .def_readwrite("k_group", &Fp8::k_group)
+      .def_readwrite("block_counts", &Fp8::block_counts)
+      .def_readwrite("block_indices", &Fp8::block_indices)
+      .def_readwrite("indices_width", &Fp8::indices_width)
+      .def_readwrite("counts_stride", &Fp8::counts_stride)
+      .def_readwrite("indices_stride", &Fp8::indices_stride)
+      .def_readwrite("block_q", &Fp8::block_q)
+      .def_readwrite("block_k", &Fp8::block_k)
+      .def_readwrite("scale", &Fp8::scale);
+  m.def("fp8_encode_cpu", &kc::fp8_encode_cpu, py::arg("src"), py::arg("dst"), py::arg("n"), py::arg("num_threads"),
+        release_gil);
+  m.def("fp8_encode_cuda", &kc::fp8_encode_cuda, py::arg("src"), py::arg("dst"), py::arg("n"), py::arg("stream"),
+        py::arg("device"), release_gil);
+  m.def("fp8_attention_cpu", &kc::fp8_attention_cpu, py::arg("params"), py::arg("num_threads"), release_gil);
+  m.def("fp8_attention_cuda", &kc::fp8_attention_cuda, py::arg("params"), py::arg("stream"), py::arg("device"),
+        release_gil);
   m.def("block_sparse_attention_backward_cuda", &kc::block_sparse_attention_backward_cuda, py::arg("params"),
         py::arg("stream"), py::arg("device"), release_gil);
 }

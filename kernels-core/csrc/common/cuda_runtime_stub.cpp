@@ -5,6 +5,7 @@
 #include "attention/block_sparse_attention.h"
 #include "attention/decode_attention_params.h"
 #include "geometry/nearest_neighbor.h"
+#include "quant/fp8_attention.h"
 #include "common/cuda_runtime.h"
 
 namespace kc {
@@ -36,5 +37,9 @@ void block_sparse_attention_backward_cuda(const BlockSparseAttentionBackwardPara
 void decode_attention_cuda(const DecodeAttentionParams&, std::uintptr_t, int) { no_cuda("decode_attention"); }
 
 void nearest_neighbor_cuda(const NearestNeighborParams&, std::uintptr_t, int) { no_cuda("nearest_neighbor"); }
+
+void fp8_encode_cuda(std::uintptr_t, std::uintptr_t, int64_t, std::uintptr_t, int) { no_cuda("fp8_encode"); }
+
+void fp8_attention_cuda(const Fp8AttentionParams&, std::uintptr_t, int) { no_cuda("fp8_attention"); }
 
 }  // namespace kc

@@ -25,8 +25,8 @@ void decode_sm80(const DecodeAttentionParams& p, const decode::SplitLayout& L, c
 // the inputs are outside what it supports (see forward_sm80_supports).
 bool forward_sm80_supports(const BlockSparseAttentionParams& p, int capability_major);
 void forward_sm80(const BlockSparseAttentionParams& p, cudaStream_t stream);
-// Hopper forward (wgmma + TMA), opt-in with KC_SM90_WGMMA=1 until validated on a GPU; needs a
-// build with sm_90a SASS (KC_HAS_SM90A).
+// Hopper forward (wgmma + TMA), used on sm_90 unless KC_SM90_WGMMA=0; needs a build with sm_90a
+// SASS (KC_HAS_SM90A).
 bool forward_sm90_supports(const BlockSparseAttentionParams& p, int capability_major);
 void forward_sm90(const BlockSparseAttentionParams& p, cudaStream_t stream);
 

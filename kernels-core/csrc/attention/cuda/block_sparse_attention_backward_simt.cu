@@ -72,10 +72,14 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const BlockSparseAttenti
 
   const int64_t b = blockIdx.z, hk = blockIdx.y;
   const SequenceSpan seq = p.sequence(b);
-  const int64_t key0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
-  if (key0 >= seq.k_len) return;
-  const int keys = static_cast<int>(min(static_cast<int64_t>(kTileRows), seq.k_len - key0));
-  const int64_t kb = key0 / p.block_k;
+  // A tile never straddles two key blocks (block_k may be smaller than or not a multiple of 16):
+  // every key of it shares one mask column.
+  const int64_t tiles_per_block = (p.block_k + kTileRows - 1) / kTileRows;
+  const int64_t kb = blockIdx.x / tiles_per_block;
+  const int64_t key0 = kb * p.block_k + (blockIdx.x % tiles_per_block) * kTileRows;
+  const int64_t block_end = min(kb * p.block_k + p.block_k, seq.k_len);
+  if (key0 >= block_end) return;
+  const int keys = static_cast<int>(min(static_cast<int64_t>(kTileRows), block_end - key0));
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t group = p.group_size();
   const int64_t causal_offset = seq.k_len - seq.q_len;
@@ -273,7 +277,8 @@ void launch(const BlockSparseAttentionBackwardParams& p, cudaStream_t stream, co
   const size_t dkdv_smem = sizeof(float) * (2 * kTileRows * D + 2 * kSubTile * (D + 1) + 2 * kSubTile);
   auto dkdv = dkdv_kernel<T, kChunks>;
   allow_shared_memory(dkdv, dkdv_smem, "block_sparse_attention_backward");
-  const dim3 dkdv_grid(static_cast<unsigned>((p.seqlen_k + kTileRows - 1) / kTileRows),
+  const int64_t tiles_per_key_block = (p.block_k + kTileRows - 1) / kTileRows;
+  const dim3 dkdv_grid(static_cast<unsigned>(p.num_key_blocks() * tiles_per_key_block),
                        static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch));
   dkdv<<<dkdv_grid, kThreads, dkdv_smem, stream>>>(p, delta);
   check(cudaGetLastError(), "block_sparse_attention_backward", "dK/dV launch");

@@ -13,8 +13,10 @@ from kernels_core.reference.attention import (
 )
 from kernels_core.reference.block_selection import block_scores, recall_block_counts, select_top_blocks
 from kernels_core.reference.decode import decode_attention
+from kernels_core.reference.fp8 import fp8_attention, quantize_fp8_e4m3
 from kernels_core.reference.geometry import chamfer_distance, nearest_neighbor
 from kernels_core.reference.rasterize import rasterize_gaussians, rasterize_to_pixels
+from kernels_core.reference.tiles import sliding_tile_token_mask, tile_reorder, tile_restore
 
 __all__ = [
     "attention_mask_from_blocks",
@@ -24,9 +26,14 @@ __all__ = [
     "block_sparse_attention_varlen",
     "chamfer_distance",
     "decode_attention",
+    "fp8_attention",
     "nearest_neighbor",
+    "quantize_fp8_e4m3",
     "rasterize_gaussians",
     "rasterize_to_pixels",
     "recall_block_counts",
     "select_top_blocks",
+    "sliding_tile_token_mask",
+    "tile_reorder",
+    "tile_restore",
 ]
