@@ -1,0 +1,29 @@
+"""FPSAttention: FP8 quantization and 3D tile sparsity co-designed for video diffusion, scheduled over
+the denoising steps, with quantization-aware fine-tuning.
+
+Two lines on a diffusers Wan transformer::
+
+    import fpsattention
+    state = fpsattention.apply(pipe.transformer)            # FPSSchedule() defaults
+    state.set_step(0, num_steps)
+    video = pipe(prompt, num_inference_steps=num_steps, callback_on_step_end=state.pipeline_callback)
+    fpsattention.remove(pipe.transformer)
+"""
+
+from fpsattention._version import __version__
+from fpsattention.attention import fps_attention
+from fpsattention.processor import FPSAttnProcessor, FPSState, apply, denoising_step, get_state, remove
+from fpsattention.schedule import FPSSchedule, Phase
+
+__all__ = [
+    "FPSAttnProcessor",
+    "FPSSchedule",
+    "FPSState",
+    "Phase",
+    "__version__",
+    "apply",
+    "denoising_step",
+    "fps_attention",
+    "get_state",
+    "remove",
+]

@@ -1,0 +1,3 @@
+from fpsattention.cli import main
+
+raise SystemExit(main())
