@@ -127,3 +127,25 @@ def test_torchrun_two_processes(tmp_path) -> None:
     checkpoint = torch.load(Path(tmp_path / "run" / "checkpoints" / "step-00000004.pt"), weights_only=False)
     assert checkpoint["settings"]["world_size"] == 2 and len(checkpoint["rng"]) == 2
     assert (tmp_path / "run" / "final" / "transformer").is_dir()
+
+
+def test_relative_loss_weights_favour_the_nearly_exact_dense_phase() -> None:
+    from fpsattention.models import get_pipeline
+    from fpsattention.processor import apply
+    from fpsattention.training import _step_weights
+
+    pipe = get_pipeline("tiny-wan")  # trained: its attention matters, so the windows cost accuracy
+    data = teacher_trajectories(pipe, ["a red circle moving right"], [0], num_steps=4)
+    teacher = copy.deepcopy(pipe.transformer)
+    student = pipe.transformer
+    state = apply(student, TINY_SCHEDULE)  # steps 0 (early, sparse), 1-2 (dense), 3 (late, sparse)
+
+    def guided(model, x_t, t, emb):
+        both = model(hidden_states=torch.cat([x_t, x_t]), timestep=torch.cat([t, t]),
+                     encoder_hidden_states=torch.cat([emb, torch.zeros_like(emb)])).sample  # fmt: skip
+        cond, uncond = both.float().chunk(2)
+        return uncond + 3.0 * (cond - uncond)
+
+    weights = _step_weights(guided, student, teacher, state, data, setup_distributed("cpu"))
+    assert sum(weights) / len(weights) == pytest.approx(1.0)
+    assert min(weights[1], weights[2]) > max(weights[0], weights[3])

@@ -40,6 +40,7 @@ class TrainConfig:
     num_steps: int = 8  # denoising steps the QAT phases refer to
     shift: float = 3.0  # the scheduler's timestep shift
     guidance_scale: float = 3.0  # QAT matches the guided velocity u + g (c - u), as sampling uses it
+    relative_loss: bool = True  # QAT: each step's error relative to its training-free error (see train_qat)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -233,6 +234,30 @@ def teacher_trajectories(
     return Trajectories(torch.stack(states), torch.tensor(timesteps), torch.stack(embeds))
 
 
+@torch.no_grad()
+def _step_weights(
+    guided: Any,
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    state: Any,
+    data: Trajectories,
+    ctx: DistContext,
+) -> list[float]:
+    """1 / (training-free error of each denoising step), normalised to mean 1."""
+    num_steps = data.states.shape[1]
+    count = min(16, data.states.shape[0])
+    emb = data.prompt_embeds[:count].to(ctx.device)
+    errors = []
+    for s in range(num_steps):
+        x_t = data.states[:count, s].to(ctx.device)
+        t = data.timesteps[s].expand(count).to(ctx.device)
+        state.set_step(s, num_steps)
+        errors.append(float((guided(student, x_t, t, emb) - guided(teacher, x_t, t, emb)).square().mean()))
+    inverse = [1.0 / max(e, 1e-12) for e in errors]
+    mean = sum(inverse) / len(inverse)
+    return [w / mean for w in inverse]
+
+
 def train_qat(
     transformer: torch.nn.Module,
     schedule: FPSSchedule,
@@ -249,6 +274,10 @@ def train_qat(
     empty prompt, and the loss compares the guided velocities u + g (c - u) (``cfg.guidance_scale``), the
     quantity the sampler steps with. The transformer is left patched with ``schedule``
     (``fpsattention.remove`` takes it off).
+
+    With ``cfg.relative_loss``, step s's error is weighted by 1 / (its training-free error), measured once
+    before training on up to 16 trajectories (then scaled to mean 1): the dense phases, nearly exact without
+    training, would otherwise drift while the shared weights learn to correct the sparse ones.
     """
     num_steps = data.states.shape[1]
     if num_steps != cfg.num_steps:
@@ -268,6 +297,10 @@ def train_qat(
         cond, uncond = both.chunk(2)
         return uncond + cfg.guidance_scale * (cond - uncond)
 
+    weights = (
+        _step_weights(guided, model, teacher, state, data, ctx) if cfg.relative_loss else [1.0] * num_steps
+    )
+
     def loss_fn(step: int) -> dict[str, float]:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * ctx.world_size + ctx.rank)
         denoise_step = int(torch.randint(0, num_steps, (1,), generator=g))
@@ -278,9 +311,9 @@ def train_qat(
         with torch.no_grad():
             target = guided(teacher, x_t, t, emb)
         state.set_step(denoise_step, num_steps)
-        loss = (guided(runner, x_t, t, emb) - target).square().mean()
-        loss.backward()
-        return {"loss": loss.item()}
+        error = (guided(runner, x_t, t, emb) - target).square().mean()
+        (weights[denoise_step] * error).backward()
+        return {"loss": error.item()}
 
     settings = {"kind": "qat", "schedule": schedule.to_dict(), **asdict(cfg)}
     return run_training(
