@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from accel_shared.gs.distributed import setup_distributed
+from accel_shared.distributed import setup_distributed
 from accel_shared.training import LoopConfig, run_training
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from accel_shared.gs.distributed import setup_distributed
+from accel_shared.distributed import setup_distributed
 from fpsattention.pipeline import TINY_SCHEDULE, VideoSize, build_tiny_pipeline
 from fpsattention.training import (
     TrainConfig,

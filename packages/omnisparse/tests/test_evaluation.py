@@ -10,7 +10,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 import omnisparse
-from accel_shared.gs.distributed import DistContext
+from accel_shared.distributed import DistContext
 from omnisparse import OmniSparseConfig, SlimKVCache
 from omnisparse.evaluation import FidelityReport, cache_nbytes, evaluate
 from omnisparse.inputs import video_inputs

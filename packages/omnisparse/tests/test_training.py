@@ -19,7 +19,7 @@ import torch
 import omnisparse
 import omnisparse.training as training
 from accel_shared.checkpoint import latest_checkpoint, load_checkpoint
-from accel_shared.gs.distributed import DistContext
+from accel_shared.distributed import DistContext
 from omnisparse import OmniSparseConfig
 from omnisparse.tiny_vlm import build_tiny_vlm
 from omnisparse.training import TrainConfig, example_inputs, example_loss, train

@@ -10,7 +10,7 @@ The caller owns the model, the optimizer and the loss; the loop owns the bookkee
   steps and at the end, ``history.json`` when done.
 
 Under torchrun the caller wraps the model in DistributedDataParallel and gives each rank its own
-data inside ``loss_fn`` (the step number and :class:`~accel_shared.gs.distributed.DistContext` say which).
+data inside ``loss_fn`` (the step number and :class:`~accel_shared.distributed.DistContext` say which).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from accel_shared.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from accel_shared.gs.distributed import DistContext, all_reduce_mean
+from accel_shared.distributed import DistContext, all_reduce_mean
 
 __all__ = ["LoopConfig", "run_training"]
 

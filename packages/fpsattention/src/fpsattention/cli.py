@@ -152,7 +152,7 @@ def _train_config(args: argparse.Namespace, **defaults: Any) -> Any:
 
 
 def _train_base(args: argparse.Namespace) -> int:
-    from accel_shared.gs.distributed import setup_distributed, teardown_distributed
+    from accel_shared.distributed import setup_distributed, teardown_distributed
     from fpsattention.models import get_pipeline, save_components
     from fpsattention.training import (
         TrainConfig,
@@ -197,7 +197,7 @@ def _train_base(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import copy
 
-    from accel_shared.gs.distributed import setup_distributed, teardown_distributed
+    from accel_shared.distributed import setup_distributed, teardown_distributed
     from fpsattention.data import all_clips
     from fpsattention.evaluation import EVAL_PROMPTS, compare, fps_videos, reference_videos
     from fpsattention.models import get_pipeline, save_components

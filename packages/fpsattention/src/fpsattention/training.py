@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from accel_shared.gs.distributed import DistContext
+from accel_shared.distributed import DistContext
 from accel_shared.training import LoopConfig, run_training
 from fpsattention.data import all_clips, render_clip
 from fpsattention.pipeline import TINY_SIZE, VideoSize, tiny_prompt_embeds

@@ -265,7 +265,7 @@ def _report_run(args: argparse.Namespace, steps: int, history: list[dict[str, fl
 
 def _finetune(args: argparse.Namespace) -> int:
     import omnisparse
-    from accel_shared.gs.distributed import setup_distributed, teardown_distributed
+    from accel_shared.distributed import setup_distributed, teardown_distributed
     from omnisparse.models import load_model
     from omnisparse.training import train
 
@@ -302,7 +302,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def _train_base(args: argparse.Namespace) -> int:
     from accel_shared.checkpoint import latest_checkpoint
-    from accel_shared.gs.distributed import setup_distributed, teardown_distributed
+    from accel_shared.distributed import setup_distributed, teardown_distributed
     from omnisparse.tiny_vlm import build_tiny_vlm, load_vlm
     from omnisparse.training import train
     from omnisparse.vision_pretraining import VisionPretrainConfig, pretrain_vision

@@ -33,7 +33,7 @@ from accel_shared.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from accel_shared.gs.distributed import DistContext, all_reduce_mean
+from accel_shared.distributed import DistContext, all_reduce_mean
 from omnisparse.inputs import answer_ids, video_inputs
 from omnisparse.longvideo_qa import SHAPE_DISTRACTORS, video_at
 

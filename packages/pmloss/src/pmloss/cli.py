@@ -40,7 +40,7 @@ examples:
 
 def _train(args: argparse.Namespace) -> int:
     from accel_shared.cli import resolve_device
-    from accel_shared.gs.distributed import launched_rank
+    from accel_shared.distributed import launched_rank
     from accel_shared.gs.train import TrainConfig
     from pmloss.experiment import build_teacher, evaluate_model, load_datasets, train_model
 

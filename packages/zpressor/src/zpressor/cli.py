@@ -91,7 +91,7 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float]:
 
 def _train(args: argparse.Namespace) -> int:
     from accel_shared.cli import resolve_device
-    from accel_shared.gs.distributed import launched_rank
+    from accel_shared.distributed import launched_rank
     from accel_shared.gs.train import TrainConfig
     from zpressor.experiment import evaluate_views, load_datasets, train_model
 

@@ -45,7 +45,7 @@ from accel_shared.checkpoint import (
     set_rng_state,
 )
 from accel_shared.cli import progress, seed_everything
-from accel_shared.gs.distributed import DistContext, all_reduce_mean, setup_distributed, teardown_distributed
+from accel_shared.distributed import DistContext, all_reduce_mean, setup_distributed, teardown_distributed
 from accel_shared.gs.evaluation import evaluate, move_to_device
 from accel_shared.gs.losses import PhotometricLoss
 from accel_shared.gs.model import FeedForwardGS, GSModelOutput
