@@ -7,7 +7,9 @@ attention block) and of quantization (Q/K scales per tile, or per sub-tile group
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,16 +18,32 @@ import kernels_core
 from fpsattention.schedule import Phase, Triple
 
 
-def _padding_per_query_block(
-    lists: kernels_core.masks.BlockIndices | None, valid: torch.Tensor, num_query_blocks: int, block: int
-) -> torch.Tensor:
-    """float [nqb]: padded keys each query block can see (its window's key blocks)."""
-    nkb = kernels_core.masks.num_blocks(valid.shape[0], block)
-    pads = F.pad((~valid).float(), (0, nkb * block - valid.shape[0])).view(nkb, block).sum(-1)
+@dataclass(frozen=True)
+class _TileLayout:
+    """What a (video, tile, window) needs besides Q, K, V; built once, reused by every layer and step."""
+
+    lists: kernels_core.masks.BlockIndices | None  # the window's key-block lists (None: dense)
+    valid: torch.Tensor | None  # bool [S_tiled], False on padding (None: no padding)
+    pads: torch.Tensor | None  # float [S_tiled]: padded keys each query token's window sees
+
+
+@functools.lru_cache(maxsize=64)
+def _tile_layout(video: Triple, tile: Triple, window: Triple | None, device: torch.device) -> _TileLayout:
+    block = math.prod(tile)
+    length = kernels_core.tiled_length(video, tile)
+    lists = None
+    if window is not None:
+        lists = kernels_core.sliding_tile_block_indices(video, tile, window, device=device)
+    if length == math.prod(video):
+        return _TileLayout(lists, None, None)
+    valid = kernels_core.tile_key_valid(video, tile, device)
+    nkb = kernels_core.masks.num_blocks(length, block)
+    pads_per_block = F.pad((~valid).float(), (0, nkb * block - length)).view(nkb, block).sum(-1)
     if lists is None:
-        return pads.sum().expand(num_query_blocks)
-    mask = lists.to_mask(nkb)[0, 0].float()
-    return mask @ pads
+        per_query_block = pads_per_block.sum().expand(nkb)
+    else:
+        per_query_block = lists.to_mask(nkb)[0, 0].float() @ pads_per_block
+    return _TileLayout(lists, valid, per_query_block.repeat_interleave(block)[:length])
 
 
 def fps_attention(
@@ -60,12 +78,9 @@ def fps_attention(
     if not phase.fp8 and phase.window is None:
         return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
     block = math.prod(tile)
+    layout = _tile_layout(tuple(video_shape), tuple(tile), phase.window, q.device)  # hashable cache key
+    lists, valid = layout.lists, layout.valid
     tq, tk, tv = (kernels_core.tile_reorder(x, video_shape, tile) for x in (q, k, v))
-    lists = None
-    if phase.window is not None:
-        lists = kernels_core.sliding_tile_block_indices(video_shape, tile, phase.window, device=q.device)
-    padded = kernels_core.tiled_length(video_shape, tile) != tokens
-    valid = kernels_core.tile_key_valid(video_shape, tile, q.device) if padded else None
     if phase.fp8:
         group = phase.group_size(block)
         out = kernels_core.fp8_block_sparse_attention(
@@ -77,10 +92,9 @@ def fps_attention(
         out, lse = kernels_core.block_sparse_attention(
             tq, tk, tv, lists, block_size=(block, block), scale=scale, return_lse=True, check_indices=False
         )
-        if valid is not None:
+        if layout.pads is not None:
             # The zero padding keys each took exp(0 - lse) of the probability (zero value); take it
             # back out exactly: out_real = out / (1 - n_pad * exp(-lse)). Differentiable through lse.
-            nqb = kernels_core.masks.num_blocks(tq.shape[2], block)
-            pads = _padding_per_query_block(lists, valid, nqb, block).repeat_interleave(block)[: tq.shape[2]]
-            out = out / (1.0 - pads.view(1, 1, -1, 1) * torch.exp(-lse.unsqueeze(-1))).to(out.dtype)
+            correction = 1.0 - layout.pads.view(1, 1, -1, 1) * torch.exp(-lse.unsqueeze(-1))
+            out = out / correction.to(out.dtype)
     return kernels_core.tile_restore(out, video_shape, tile)
