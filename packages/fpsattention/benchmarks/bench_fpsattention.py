@@ -20,6 +20,8 @@ Results: ``<out>/fpsattention_cpu.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import itertools
 import sys
 from pathlib import Path
@@ -31,8 +33,10 @@ from accel_shared.cli import progress
 from fpsattention.evaluation import EVAL_PROMPTS, compare, fps_videos, reference_videos
 from fpsattention.models import get_pipeline
 from fpsattention.pipeline import TINY_SCHEDULE
+from fpsattention.processor import apply, remove
 from fpsattention.schedule import FPSSchedule, Phase
 from fpsattention.speed import SpeedConfig, compare_methods
+from fpsattention.training import step_errors, teacher_trajectories
 
 COLUMNS = ["variant", "model", "average density", "PSNR dB", "SSIM", "min PSNR dB"]
 SPEED_COLUMNS = ["method", "density", "ms", "speed-up vs SDPA", "rel. L2 error", "cosine"]
@@ -108,6 +112,42 @@ def fidelity_report(seeds: tuple[int, ...], num_steps: int) -> BenchmarkReport:
     return report
 
 
+def steps_report(seeds: tuple[int, ...], num_steps: int) -> BenchmarkReport:
+    """Where the video error comes from: each denoising step's velocity error, and the dense-phase drift."""
+    pipe = get_pipeline("tiny-wan")
+    teacher = pipe.transformer
+    data = teacher_trajectories(pipe, list(EVAL_PROMPTS), list(seeds), num_steps=num_steps)
+    references = reference_videos(pipe, EVAL_PROMPTS, seeds, num_steps=num_steps)
+    dense = Phase(fp8=True, quant_group=4)
+    all_dense = dataclasses.replace(TINY_SCHEDULE, early=dense, late=dense)
+    columns = ["model", *(f"step {s}" for s in range(num_steps)), "every phase dense: PSNR dB"]
+    report = BenchmarkReport(
+        title="FPSAttention on the tiny Wan: per-step velocity error with the step-aware schedule (CPU)",
+        description=(
+            "Relative MSE of the guided velocity u + 3 (c - u) of the FPSAttention model against tiny-wan's "
+            f"full-precision one, on tiny-wan's own trajectories of the {len(data.states)} evaluation videos, per "
+            "denoising step (steps 2-5: the dense middle phase). Last column: PSNR of the videos when every phase "
+            "runs dense FP8 (4-token scales), i.e. how far the weights themselves moved from tiny-wan."
+        ),
+        columns=columns,
+        machine=describe_machine(),
+        command="python packages/fpsattention/benchmarks/bench_fpsattention.py  (or: nox -s bench)",
+    )
+    for name in ("tiny-wan", "tiny-wan-qat"):
+        model = copy.deepcopy(teacher) if name == "tiny-wan" else get_pipeline(name).transformer
+        state = apply(model, TINY_SCHEDULE)
+        errors = step_errors(model, teacher, state, data, guidance_scale=3.0, count=len(data.states))
+        remove(model)
+        drift = compare(
+            fps_videos(pipe, all_dense, EVAL_PROMPTS, seeds, num_steps=num_steps, transformer=model),
+            references,
+        )
+        report.add_row(
+            {"model": name, **{f"step {s}": e for s, e in enumerate(errors)}, columns[-1]: drift.psnr}
+        )
+    return report
+
+
 def speed_report(repeats: int) -> BenchmarkReport:
     config = SpeedConfig(repeats=repeats)
     rows = compare_methods(config, torch.device("cpu"))
@@ -162,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     fidelity = fidelity_report(tuple(range(args.seeds)), args.steps)
     print(fidelity.to_markdown())
     paths = list(fidelity.write(args.out, "fpsattention_cpu"))
+    steps = steps_report(tuple(range(args.seeds)), args.steps)
+    print(steps.to_markdown())
+    paths += steps.write(args.out, "fpsattention_steps_cpu")
     if not args.skip_speed:
         speed = speed_report(args.repeats)
         print(speed.to_markdown())

@@ -210,7 +210,7 @@ def _train(args: argparse.Namespace) -> int:
         )
     ctx = setup_distributed(args.device)
     try:
-        cfg = _train_config(args, steps=300, lr=2e-4)
+        cfg = _train_config(args, steps=300, lr=2e-4, relative_loss=not args.plain_loss)
         pipe = get_pipeline(args.model, device="cpu")
         schedule = _schedule(args, tiny=True)
         # The full-precision pipeline's own trajectories, for every prompt, from seeds that the
@@ -365,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "--model", default="tiny-wan", help="tiny-wan (default), random or a saved folder"
             )
             sub.add_argument("--schedule", help="FPSSchedule JSON (default: the tiny schedule)")
+            sub.add_argument(
+                "--plain-loss", action="store_true",
+                help="weight every denoising step alike (default: by 1 / its training-free error)",
+            )  # fmt: skip
             sub.add_argument(
                 "--eval-prompts", type=int, default=4, help="prompts for the before/after PSNR (0: skip)"
             )

@@ -234,25 +234,47 @@ def teacher_trajectories(
     return Trajectories(torch.stack(states), torch.tensor(timesteps), torch.stack(embeds))
 
 
+def guided_velocity(
+    model: Any, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, guidance_scale: float
+) -> torch.Tensor:
+    """u + g (c - u): the velocity a classifier-free-guided sampler steps with (one batched call; the
+    empty prompt is zeros, as the tiny pipeline's negative prompt)."""
+    both = model(
+        hidden_states=torch.cat([x_t, x_t]), timestep=torch.cat([t, t]),
+        encoder_hidden_states=torch.cat([emb, torch.zeros_like(emb)]),
+    ).sample.float()  # fmt: skip
+    cond, uncond = both.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
+
+
 @torch.no_grad()
-def _step_weights(
-    guided: Any,
-    student: torch.nn.Module,
-    teacher: torch.nn.Module,
-    state: Any,
-    data: Trajectories,
-    ctx: DistContext,
-) -> list[float]:
-    """1 / (training-free error of each denoising step), normalised to mean 1."""
+def step_errors(
+    student: torch.nn.Module, teacher: torch.nn.Module, state: Any, data: Trajectories, guidance_scale: float,
+    *, count: int = 16, relative: bool = True,
+) -> list[float]:  # fmt: skip
+    """Per denoising step, the MSE of the patched ``student``'s guided velocity against the ``teacher``'s
+    on the first ``count`` trajectories (``state``: the student's FPSState), divided by the teacher's mean
+    square when ``relative``."""
     num_steps = data.states.shape[1]
-    count = min(16, data.states.shape[0])
-    emb = data.prompt_embeds[:count].to(ctx.device)
+    count = min(count, data.states.shape[0])
+    device = next(student.parameters()).device
+    emb = data.prompt_embeds[:count].to(device)
     errors = []
     for s in range(num_steps):
-        x_t = data.states[:count, s].to(ctx.device)
-        t = data.timesteps[s].expand(count).to(ctx.device)
+        x_t = data.states[:count, s].to(device)
+        t = data.timesteps[s].expand(count).to(device)
         state.set_step(s, num_steps)
-        errors.append(float((guided(student, x_t, t, emb) - guided(teacher, x_t, t, emb)).square().mean()))
+        target = guided_velocity(teacher, x_t, t, emb, guidance_scale)
+        error = (guided_velocity(student, x_t, t, emb, guidance_scale) - target).square().mean()
+        errors.append(float(error / target.square().mean() if relative else error))
+    return errors
+
+
+def _step_weights(
+    student: torch.nn.Module, teacher: torch.nn.Module, state: Any, data: Trajectories, guidance_scale: float
+) -> list[float]:
+    """1 / (training-free squared error of each denoising step), normalised to mean 1."""
+    errors = step_errors(student, teacher, state, data, guidance_scale, relative=False)
     inverse = [1.0 / max(e, 1e-12) for e in errors]
     mean = sum(inverse) / len(inverse)
     return [w / mean for w in inverse]
@@ -288,17 +310,10 @@ def train_qat(
     runner: Any = torch.nn.parallel.DistributedDataParallel(model) if ctx.distributed else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
 
-    def guided(model: Any, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """u + g (c - u): the velocity a classifier-free-guided sampler steps with (one batched call)."""
-        both = model(
-            hidden_states=torch.cat([x_t, x_t]), timestep=torch.cat([t, t]),
-            encoder_hidden_states=torch.cat([emb, torch.zeros_like(emb)]),
-        ).sample.float()  # fmt: skip
-        cond, uncond = both.chunk(2)
-        return uncond + cfg.guidance_scale * (cond - uncond)
-
     weights = (
-        _step_weights(guided, model, teacher, state, data, ctx) if cfg.relative_loss else [1.0] * num_steps
+        _step_weights(model, teacher, state, data, cfg.guidance_scale)
+        if cfg.relative_loss
+        else [1.0] * num_steps
     )
 
     def loss_fn(step: int) -> dict[str, float]:
@@ -309,9 +324,9 @@ def train_qat(
         emb = data.prompt_embeds[index].to(ctx.device)
         t = data.timesteps[denoise_step].expand(cfg.batch_size).to(ctx.device)
         with torch.no_grad():
-            target = guided(teacher, x_t, t, emb)
+            target = guided_velocity(teacher, x_t, t, emb, cfg.guidance_scale)
         state.set_step(denoise_step, num_steps)
-        error = (guided(runner, x_t, t, emb) - target).square().mean()
+        error = (guided_velocity(runner, x_t, t, emb, cfg.guidance_scale) - target).square().mean()
         (weights[denoise_step] * error).backward()
         return {"loss": error.item()}
 
