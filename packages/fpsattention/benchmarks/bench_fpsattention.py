@@ -7,8 +7,9 @@ reference, averaged over the videos. Variants:
 - FP8 only (dense window), tile-sparse only (full precision), both;
 - the step-aware schedule (``TINY_SCHEDULE``) training-free, and a fixed schedule (one phase at
   every step) whose window gives the closest average density;
-- the step-aware schedule on ``tiny-wan-qat`` (quantization-aware fine-tuned), against the same
-  ``tiny-wan`` references.
+- the step-aware schedule after quantization-aware training, against the same ``tiny-wan``
+  references: ``tiny-wan-qat-full`` (every weight fine-tuned, as in the paper) and ``tiny-wan-qat``
+  (one low-rank adapter per sparse phase, base weights kept; the default of ``fpsattention train``).
 
 Speed: :func:`fpsattention.speed.compare_methods` at a 10,240-token latent (25% window density).
 Results: ``<out>/fpsattention_cpu.{json,md}``.
@@ -56,7 +57,6 @@ def closest_fixed_window(
 
 def fidelity_report(seeds: tuple[int, ...], num_steps: int) -> BenchmarkReport:
     pipe = get_pipeline("tiny-wan")
-    qat = get_pipeline("tiny-wan-qat").transformer
     grid = (5, 4, 4)  # the tiny pipeline's 5 x 16 x 16 latent in 1 x 4 x 4 tiles
     step_aware = TINY_SCHEDULE
     fixed_window = closest_fixed_window(step_aware, grid, num_steps)
@@ -65,11 +65,12 @@ def fidelity_report(seeds: tuple[int, ...], num_steps: int) -> BenchmarkReport:
     sparse_only = Phase(fp8=False, window=step_aware.early.window)
     fixed = Phase(fp8=True, quant_group=8, window=fixed_window)
     variants = [
-        ("FP8 only, per-tile scales", FPSSchedule.fixed(fp8_only, tile), None),
-        ("tile-sparse only, early window", FPSSchedule.fixed(sparse_only, tile), None),
-        ("FP8 + tile-sparse, fixed", FPSSchedule.fixed(fixed, tile), None),
-        ("FP8 + tile-sparse, step-aware, training-free", step_aware, None),
-        ("FP8 + tile-sparse, step-aware, after QAT", step_aware, qat),
+        ("FP8 only, per-tile scales", FPSSchedule.fixed(fp8_only, tile), "tiny-wan"),
+        ("tile-sparse only, early window", FPSSchedule.fixed(sparse_only, tile), "tiny-wan"),
+        ("FP8 + tile-sparse, fixed", FPSSchedule.fixed(fixed, tile), "tiny-wan"),
+        ("FP8 + tile-sparse, step-aware, training-free", step_aware, "tiny-wan"),
+        ("FP8 + tile-sparse, step-aware, after QAT of all weights", step_aware, "tiny-wan-qat-full"),
+        ("FP8 + tile-sparse, step-aware, after QAT with phase adapters", step_aware, "tiny-wan-qat"),
     ]  # fmt: skip
     references = reference_videos(pipe, EVAL_PROMPTS, seeds, num_steps=num_steps)
     report = BenchmarkReport(
@@ -81,20 +82,23 @@ def fidelity_report(seeds: tuple[int, ...], num_steps: int) -> BenchmarkReport:
             f"schedule: early {step_aware.early.window} window with per-tile scales, middle dense with 4-token "
             f"scales, late {step_aware.late.window} with 8-token scales, split at alpha1={step_aware.alpha1}, "
             f"alpha2={step_aware.alpha2}. The fixed schedule runs window {fixed_window} with 8-token scales at "
-            "every step, the window whose density is closest to the step-aware average. QAT: tiny-wan-qat "
-            "(fpsattention train, the step-aware schedule)."
+            "every step, the window whose density is closest to the step-aware average. QAT with the step-aware "
+            "schedule: tiny-wan-qat-full (fpsattention train --full-weights: every weight, one set for all "
+            "phases) and tiny-wan-qat (fpsattention train: a rank-16 adapter for each sparse phase, switched "
+            "with the phase; the base weights, and so the dense middle phase, are tiny-wan's)."
         ),
         columns=COLUMNS,
         machine=describe_machine(),
         command="python packages/fpsattention/benchmarks/bench_fpsattention.py  (or: nox -s bench)",
     )
-    for name, schedule, transformer in progress(variants, desc="variants", total=len(variants)):
+    for name, schedule, model_name in progress(variants, desc="variants", total=len(variants)):
+        transformer = None if model_name == "tiny-wan" else get_pipeline(model_name).transformer
         videos = fps_videos(pipe, schedule, EVAL_PROMPTS, seeds, num_steps=num_steps, transformer=transformer)
         result = compare(videos, references)
         report.add_row(
             {
                 "variant": name,
-                "model": "tiny-wan-qat" if transformer is not None else "tiny-wan",
+                "model": model_name,
                 "average density": round(schedule.average_density(grid, num_steps), 3),
                 "PSNR dB": result.psnr,
                 "SSIM": result.ssim,
@@ -103,9 +107,14 @@ def fidelity_report(seeds: tuple[int, ...], num_steps: int) -> BenchmarkReport:
         )
     psnr = {r["variant"]: r["PSNR dB"] for r in report.rows}
     training_free = psnr["FP8 + tile-sparse, step-aware, training-free"]
-    gain = psnr["FP8 + tile-sparse, step-aware, after QAT"] - training_free
     aware = training_free - psnr["FP8 + tile-sparse, fixed"]
-    report.notes.append(f"QAT over training-free, step-aware schedule: {gain:+.2f} dB.")
+    for how in ("all weights", "phase adapters"):
+        gain = psnr[
+            f"FP8 + tile-sparse, step-aware, after QAT {'of' if how == 'all weights' else 'with'} {how}"
+        ]
+        report.notes.append(
+            f"QAT ({how}) over training-free, step-aware schedule: {gain - training_free:+.2f} dB."
+        )
     report.notes.append(
         f"Step-aware over fixed at about equal average density, training-free: {aware:+.2f} dB."
     )
@@ -127,13 +136,14 @@ def steps_report(seeds: tuple[int, ...], num_steps: int) -> BenchmarkReport:
             "Relative MSE of the guided velocity u + 3 (c - u) of the FPSAttention model against tiny-wan's "
             f"full-precision one, on tiny-wan's own trajectories of the {len(data.states)} evaluation videos, per "
             "denoising step (steps 2-5: the dense middle phase). Last column: PSNR of the videos when every phase "
-            "runs dense FP8 (4-token scales), i.e. how far the weights themselves moved from tiny-wan."
+            "runs dense FP8 (4-token scales), i.e. how far the weights themselves moved from tiny-wan (with phase "
+            "adapters, the early and late adapters still run in their steps; the middle phase is tiny-wan's own)."
         ),
         columns=columns,
         machine=describe_machine(),
         command="python packages/fpsattention/benchmarks/bench_fpsattention.py  (or: nox -s bench)",
     )
-    for name in ("tiny-wan", "tiny-wan-qat"):
+    for name in ("tiny-wan", "tiny-wan-qat-full", "tiny-wan-qat"):
         model = copy.deepcopy(teacher) if name == "tiny-wan" else get_pipeline(name).transformer
         state = apply(model, TINY_SCHEDULE)
         errors = step_errors(model, teacher, state, data, guidance_scale=3.0, count=len(data.states))

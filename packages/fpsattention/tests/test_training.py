@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from accel_shared.distributed import setup_distributed
+from fpsattention.adapters import AdapterConfig
 from fpsattention.pipeline import TINY_SCHEDULE, VideoSize, build_tiny_pipeline
 from fpsattention.training import (
     TrainConfig,
@@ -80,15 +81,27 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_qat_reduces_distillation_loss_and_resumes_exactly(tmp_path, one_thread) -> None:
-    cfg = TrainConfig(steps=24, lr=1e-3, batch_size=2, num_steps=4, log_every=4, checkpoint_every=12)
+@pytest.mark.parametrize("adapters", [None, AdapterConfig(rank=4)], ids=["all-weights", "phase-adapters"])
+def test_qat_reduces_distillation_loss_and_resumes_exactly(tmp_path, one_thread, adapters) -> None:
+    lr = 1e-3 if adapters is None else 1e-2
+    cfg = TrainConfig(steps=24, lr=lr, batch_size=2, num_steps=4, log_every=4, checkpoint_every=12,
+                      relative_loss=adapters is None)  # fmt: skip
     pipe = build_tiny_pipeline()
     data = teacher_trajectories(pipe, ["a red circle moving right", "a green square moving down"], [0, 1],
                                 num_steps=4, size=SMALL)  # fmt: skip
     ctx = setup_distributed("cpu")
     full = copy.deepcopy(pipe.transformer)
-    history = train_qat(full, TINY_SCHEDULE, data, cfg, tmp_path / "full", ctx=ctx)
+    history = train_qat(full, TINY_SCHEDULE, data, cfg, tmp_path / "full", ctx=ctx, adapters=adapters)
     assert sum(h["loss"] for h in history[-2:]) < 0.8 * sum(h["loss"] for h in history[:2])
+    if adapters is not None:
+        # Only the adapters trained (and were checkpointed); the transformer's own weights are the base's.
+        base = pipe.transformer.state_dict()
+        trained = {k: v for k, v in full.state_dict().items() if not k.startswith("fps_adapters.")}
+        assert trained.keys() == base.keys()
+        assert all(torch.equal(trained[k], base[k]) for k in base)
+        checkpoint = torch.load(tmp_path / "full" / "checkpoints" / "step-00000024.pt", weights_only=False)
+        assert all(k.startswith("deltas.") for k in checkpoint["model"])
+        assert any(p.detach().abs().max() > 0 for n, p in full.fps_adapters.named_parameters() if ".up" in n)
     # Interrupted during step 13 (after the checkpoint of step 12), then resumed: the same weights as the
     # uninterrupted run.
     interrupted = copy.deepcopy(pipe.transformer)
@@ -103,14 +116,14 @@ def test_qat_reduces_distillation_loss_and_resumes_exactly(tmp_path, one_thread)
 
     torch.optim.AdamW.step = failing_step  # type: ignore[method-assign]
     try:
-        train_qat(interrupted, TINY_SCHEDULE, data, cfg, tmp_path / "resumed", ctx=ctx)
+        train_qat(interrupted, TINY_SCHEDULE, data, cfg, tmp_path / "resumed", ctx=ctx, adapters=adapters)
     except KeyboardInterrupt:
         pass
     finally:
         torch.optim.AdamW.step = original_step  # type: ignore[method-assign]
     assert calls["n"] == 13
     resumed = copy.deepcopy(pipe.transformer)
-    train_qat(resumed, TINY_SCHEDULE, data, cfg, tmp_path / "resumed", ctx=ctx)
+    train_qat(resumed, TINY_SCHEDULE, data, cfg, tmp_path / "resumed", ctx=ctx, adapters=adapters)
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
 
@@ -127,6 +140,7 @@ def test_torchrun_two_processes(tmp_path) -> None:
     checkpoint = torch.load(Path(tmp_path / "run" / "checkpoints" / "step-00000004.pt"), weights_only=False)
     assert checkpoint["settings"]["world_size"] == 2 and len(checkpoint["rng"]) == 2
     assert (tmp_path / "run" / "final" / "transformer").is_dir()
+    assert (tmp_path / "run" / "final" / "adapters" / "adapters.safetensors").is_file()  # the default QAT
 
 
 def test_relative_loss_weights_favour_the_nearly_exact_dense_phase() -> None:

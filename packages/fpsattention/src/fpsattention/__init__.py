@@ -11,19 +11,35 @@ Two lines on a diffusers Wan transformer::
 """
 
 from fpsattention._version import __version__
+from fpsattention.adapters import (
+    AdapterConfig,
+    PhaseAdapters,
+    add_adapters,
+    get_adapters,
+    load_adapters,
+    remove_adapters,
+    save_adapters,
+)
 from fpsattention.attention import fps_attention
 from fpsattention.processor import FPSAttnProcessor, FPSState, apply, denoising_step, get_state, remove
 from fpsattention.schedule import FPSSchedule, Phase
 
 __all__ = [
+    "AdapterConfig",
     "FPSAttnProcessor",
     "FPSSchedule",
     "FPSState",
     "Phase",
+    "PhaseAdapters",
     "__version__",
+    "add_adapters",
     "apply",
     "denoising_step",
     "fps_attention",
+    "get_adapters",
     "get_state",
+    "load_adapters",
     "remove",
+    "remove_adapters",
+    "save_adapters",
 ]

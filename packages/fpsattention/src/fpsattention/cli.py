@@ -5,6 +5,7 @@ Usage::
 fpsattention bench [--video T H W --tile TT TH TW --window WT WH WW --heads H --head-dim D]
 fpsattention generate [--model tiny-wan|PATH] [--prompt TEXT] [--schedule FILE] --out DIR
 fpsattention train [--model tiny-wan] [--schedule FILE] --out DIR [--steps N]   (QAT, torchrun-able)
+    [--full-weights | --adapter-rank R]
 fpsattention train-base --out DIR [--steps N]                                   (the tiny Wan itself)
 fpsattention demo [--json]
 """
@@ -41,7 +42,9 @@ examples:
   fpsattention generate --prompt "a red circle moving right" --out ./videos
   fpsattention generate --model ./Wan2.1-T2V-1.3B-Diffusers --prompt "a cat surfing" --steps 50 \\
       --height 480 --width 832 --frames 81 --device cuda --dtype bfloat16 --out ./videos
-  fpsattention train --out ./runs/qat --steps 300      # QAT of the shipped tiny Wan, resumable
+  fpsattention train --out ./runs/qat --steps 300      # QAT (phase adapters) of the shipped tiny Wan, resumable
+  fpsattention generate --model ./runs/qat/final --out ./videos                # with the trained adapters
+  fpsattention train --out ./runs/qat-full --full-weights --steps 500 --batch-size 4   # all weights (paper)
   torchrun --nproc-per-node 2 -m fpsattention train --out ./runs/qat --device cpu
   fpsattention demo
 """
@@ -198,6 +201,7 @@ def _train(args: argparse.Namespace) -> int:
     import copy
 
     from accel_shared.distributed import setup_distributed, teardown_distributed
+    from fpsattention.adapters import AdapterConfig, remove_adapters, save_adapters
     from fpsattention.data import all_clips
     from fpsattention.evaluation import EVAL_PROMPTS, compare, fps_videos, reference_videos
     from fpsattention.models import get_pipeline, save_components
@@ -210,16 +214,22 @@ def _train(args: argparse.Namespace) -> int:
         )
     ctx = setup_distributed(args.device)
     try:
-        cfg = _train_config(args, steps=300, lr=2e-4, relative_loss=not args.plain_loss)
+        lr = 2e-4 if args.full_weights else 1e-3
+        cfg = _train_config(args, steps=300, lr=lr, relative_loss=not args.plain_loss)
         pipe = get_pipeline(args.model, device="cpu")
         schedule = _schedule(args, tiny=True)
+        adapters = None
+        if not args.full_weights:
+            adapters = AdapterConfig.for_sparse_phases(
+                schedule, rank=args.adapter_rank, alpha=args.adapter_rank
+            )
         # The full-precision pipeline's own trajectories, for every prompt, from seeds that the
         # evaluation (seeds 0, 1, ...) does not use.
         prompts = [clip.prompt for clip in all_clips()]
         seeds = [1000 + i for i in range(cfg.videos_per_prompt)]
         data = teacher_trajectories(pipe, prompts, seeds, num_steps=cfg.num_steps)
         student = copy.deepcopy(pipe.transformer)
-        history = train_qat(student, schedule, data, cfg, args.out, ctx=ctx)
+        history = train_qat(student, schedule, data, cfg, args.out, ctx=ctx, adapters=adapters)
         if not ctx.is_main:
             return 0
         from fpsattention.processor import remove
@@ -243,6 +253,10 @@ def _train(args: argparse.Namespace) -> int:
                           ssim_qat=after.ssim)  # fmt: skip
         final = copy.copy(pipe)
         final.transformer = student
+        if adapters is not None:  # the base model and its adapters: the folder loads with --model
+            save_adapters(student, Path(args.out) / "final" / "adapters")
+            remove_adapters(student)
+            result["adapters"] = str(Path(args.out) / "final" / "adapters")
         save_components(final, Path(args.out) / "final")
         schedule.save(Path(args.out) / "schedule.json")
         result["model"] = str(Path(args.out) / "final")
@@ -321,7 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
         "seed), save both as GIFs and report PSNR/SSIM of the FPSAttention video against the other.",
     )  # fmt: skip
     generate.add_argument(
-        "--model", default="tiny-wan", help="tiny-wan, tiny-wan-qat, random, or a Wan folder"
+        "--model",
+        default="tiny-wan",
+        help="tiny-wan, tiny-wan-qat (phase adapters), tiny-wan-qat-full, random, a folder saved by train, or a "
+        "diffusers Wan folder",
     )
     generate.add_argument("--prompt", default="a red circle moving right")
     generate.add_argument("--schedule", help="FPSSchedule JSON (default: the tiny schedule for tiny models)")
@@ -344,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         sub.add_argument("--out", required=True, help="run folder (checkpoints, history.json, final/)")
         sub.add_argument("--steps", type=int, help="optimizer steps (train: 300, train-base: 1500)")
-        sub.add_argument("--lr", type=float, help="learning rate (train: 2e-4, train-base: 1e-3)")
+        sub.add_argument(
+            "--lr", type=float, help="learning rate (train: 1e-3, with --full-weights 2e-4; train-base: 1e-3)"
+        )
         sub.add_argument("--batch-size", type=int, help="latents per step and process (default 8)")
         sub.add_argument(
             "--denoise-steps", type=int, help="denoising steps the schedule is laid over (default 8)"
@@ -365,6 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "--model", default="tiny-wan", help="tiny-wan (default), random or a saved folder"
             )
             sub.add_argument("--schedule", help="FPSSchedule JSON (default: the tiny schedule)")
+            sub.add_argument(
+                "--full-weights", action="store_true",
+                help="fine-tune every weight for all phases at once, as the paper does (default: train one "
+                "low-rank adapter per sparse phase and keep the weights)",
+            )  # fmt: skip
+            sub.add_argument(
+                "--adapter-rank", type=int, default=16, help="LoRA rank of the phase adapters (default 16)"
+            )
             sub.add_argument(
                 "--plain-loss", action="store_true",
                 help="weight every denoising step alike (default: by 1 / its training-free error)",

@@ -2,9 +2,11 @@
 
 ``tiny-wan``: the tiny pipeline's transformer after ``fpsattention train-base`` (flow matching on
 the 32 moving-shape prompts, command in docs/fpsattention.md), its VAE the seeded random one it
-was trained with; both in ``checkpoints/tiny-wan``. ``tiny-wan-qat``: its FPSAttention fine-tune
-(``fpsattention train``) with :data:`~fpsattention.pipeline.TINY_SCHEDULE`. ``random``: the
-untrained tiny pipeline.
+was trained with; both in ``checkpoints/tiny-wan``. ``tiny-wan-qat``: tiny-wan with phase adapters
+(``fpsattention train``: the early and late phases' low-rank corrections, base weights untouched)
+for :data:`~fpsattention.pipeline.TINY_SCHEDULE`. ``tiny-wan-qat-full``: tiny-wan with all weights
+fine-tuned (``fpsattention train --full-weights``, the paper's way). ``random``: the untrained tiny
+pipeline.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import Any
 
 import torch
 
+from fpsattention.adapters import load_adapters
 from fpsattention.pipeline import build_tiny_pipeline, load_pipeline
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 SHIPPED = {
     "tiny-wan": "the tiny Wan trained on the synthetic moving-shape videos",
-    "tiny-wan-qat": "tiny-wan fine-tuned with FPSAttention (TINY_SCHEDULE) toward tiny-wan",
+    "tiny-wan-qat": "tiny-wan with phase adapters trained with FPSAttention (TINY_SCHEDULE) toward tiny-wan",
+    "tiny-wan-qat-full": "tiny-wan with all weights fine-tuned with FPSAttention (TINY_SCHEDULE) toward tiny-wan",
 }
 
 
@@ -39,37 +43,43 @@ def save_components(pipe: Any, folder: str | Path) -> Path:
 
 
 def load_components(pipe: Any, folder: str | Path) -> Any:
-    """Load a transformer (and the VAE if present) saved by :func:`save_components` into ``pipe``."""
+    """Load what ``folder`` holds into ``pipe``: a transformer and a VAE saved by :func:`save_components`,
+    and phase adapters (``adapters/``, from :func:`~fpsattention.adapters.save_adapters`) for the transformer."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
     folder = Path(folder)
-    if not (folder / "transformer").is_dir():
+    parts = [p for p in ("transformer", "vae", "adapters") if (folder / p).is_dir()]
+    if "transformer" not in parts and "adapters" not in parts:
         raise FileNotFoundError(
-            f"{folder} has no transformer/ folder (expected the layout of save_components)"
+            f"{folder} has neither transformer/ nor adapters/ (the layouts of save_components and save_adapters)"
         )
     dtype = pipe.transformer.dtype
-    pipe.transformer = WanTransformer3DModel.from_pretrained(folder / "transformer").to(dtype)
-    if (folder / "vae").is_dir():
+    if "transformer" in parts:
+        pipe.transformer = WanTransformer3DModel.from_pretrained(folder / "transformer").to(dtype)
+    if "vae" in parts:
         pipe.vae = AutoencoderKLWan.from_pretrained(folder / "vae").to(dtype)
+    if "adapters" in parts:
+        load_adapters(pipe.transformer, folder / "adapters")
     return pipe
 
 
 def get_pipeline(
     model: str = "tiny-wan", *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> Any:
-    """A Wan pipeline: a shipped name (``tiny-wan``, ``tiny-wan-qat``), ``random``, a folder written by
-    :func:`save_components`, or a diffusers Wan pipeline folder (e.g. Wan2.1-T2V-1.3B-Diffusers)."""
+    """A Wan pipeline: a shipped name (``tiny-wan``, ``tiny-wan-qat``, ``tiny-wan-qat-full``), ``random``, a
+    folder written by :func:`save_components`, or a diffusers Wan pipeline folder (e.g.
+    Wan2.1-T2V-1.3B-Diffusers)."""
     if model == "random":
         pipe = build_tiny_pipeline(dtype=dtype)
     elif model in SHIPPED:
         pipe = load_components(build_tiny_pipeline(dtype=dtype), CHECKPOINTS / "tiny-wan")
-        if model != "tiny-wan":  # a fine-tuned transformer for the same VAE
+        if model != "tiny-wan":  # adapters, or a fine-tuned transformer, for the same VAE
             pipe = load_components(pipe, CHECKPOINTS / model)
     else:
         path = Path(model)
         if (path / "model_index.json").is_file():
             pipe = load_pipeline(path, dtype)
-        elif (path / "transformer").is_dir():
+        elif (path / "transformer").is_dir():  # with adapters/ too, if the run trained them
             pipe = load_components(build_tiny_pipeline(dtype=dtype), path)
         else:
             raise FileNotFoundError(

@@ -23,6 +23,7 @@ import torch
 
 from accel_shared.distributed import DistContext
 from accel_shared.training import LoopConfig, run_training
+from fpsattention.adapters import PHASE_NAMES, AdapterConfig, add_adapters, get_adapters
 from fpsattention.data import all_clips, render_clip
 from fpsattention.pipeline import TINY_SIZE, VideoSize, tiny_prompt_embeds
 from fpsattention.processor import apply
@@ -288,6 +289,7 @@ def train_qat(
     out_dir: str | Path,
     *,
     ctx: DistContext,
+    adapters: AdapterConfig | None = None,
 ) -> list[dict[str, float]]:
     """Fine-tune ``transformer`` in place with FPSAttention on, distilling toward a frozen copy of itself.
 
@@ -300,15 +302,34 @@ def train_qat(
     With ``cfg.relative_loss``, step s's error is weighted by 1 / (its training-free error), measured once
     before training on up to 16 trajectories (then scaled to mean 1): the dense phases, nearly exact without
     training, would otherwise drift while the shared weights learn to correct the sparse ones.
+
+    With ``adapters``, the transformer's own weights stay frozen: :func:`~fpsattention.adapters.add_adapters`
+    attaches one low-rank adapter per adapted phase, only those are trained (and checkpointed), and only the
+    denoising steps of the adapted phases are drawn. The transformer is left with the trained adapters.
     """
     num_steps = data.states.shape[1]
     if num_steps != cfg.num_steps:
         raise ValueError(f"the trajectories have {num_steps} steps but cfg.num_steps is {cfg.num_steps}")
+    if get_adapters(transformer) is not None:
+        raise ValueError("train_qat: the transformer already has phase adapters; remove_adapters() first")
     teacher = copy.deepcopy(transformer).to(ctx.device).eval().requires_grad_(False)
     model = transformer.to(ctx.device)
     state = apply(model, schedule)
-    runner: Any = torch.nn.parallel.DistributedDataParallel(model) if ctx.distributed else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    trained: torch.nn.Module = model
+    steps = list(range(num_steps))
+    if adapters is not None:
+        model.requires_grad_(False)
+        trained = add_adapters(model, adapters)
+        steps = [s for s in steps if PHASE_NAMES[schedule.phase_index(s, num_steps)] in adapters.phases]
+        if not steps:
+            raise ValueError(f"no denoising step of {num_steps} runs the adapted phases {adapters.phases}")
+    runner: Any = (
+        # Each step runs one phase, so the other phases' adapters get no gradient on that rank.
+        torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=adapters is not None)
+        if ctx.distributed
+        else model
+    )
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, weight_decay=0.0)
 
     weights = (
         _step_weights(model, teacher, state, data, cfg.guidance_scale)
@@ -318,7 +339,7 @@ def train_qat(
 
     def loss_fn(step: int) -> dict[str, float]:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * ctx.world_size + ctx.rank)
-        denoise_step = int(torch.randint(0, num_steps, (1,), generator=g))
+        denoise_step = steps[int(torch.randint(0, len(steps), (1,), generator=g))]
         index = torch.randint(0, data.states.shape[0], (cfg.batch_size,), generator=g)
         x_t = data.states[index, denoise_step].to(ctx.device)
         emb = data.prompt_embeds[index].to(ctx.device)
@@ -330,7 +351,10 @@ def train_qat(
         (weights[denoise_step] * error).backward()
         return {"loss": error.item()}
 
-    settings = {"kind": "qat", "schedule": schedule.to_dict(), **asdict(cfg)}
+    settings = {
+        "kind": "qat", "schedule": schedule.to_dict(), **asdict(cfg),
+        "adapters": None if adapters is None else asdict(adapters),
+    }  # fmt: skip
     return run_training(
-        model, optimizer, loss_fn, cfg.loop(), out_dir, ctx=ctx, settings=settings, desc="train"
+        trained, optimizer, loss_fn, cfg.loop(), out_dir, ctx=ctx, settings=settings, desc="train"
     )
