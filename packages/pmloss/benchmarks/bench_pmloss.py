@@ -72,6 +72,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="PM-Loss weights without the alignment (the ground-truth teacher is already in the scene's frame)",
     )
     parser.add_argument(
+        "--euclidean-weights",
+        type=float,
+        nargs="*",
+        default=[],
+        help="PM-Loss weights without the alignment, with the Euclidean instead of the squared distance",
+    )
+    parser.add_argument(
         "--decayed-weights",
         type=float,
         nargs="*",
@@ -107,7 +114,8 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
             f"seed {args.seed}, {args.image_size}×{args.image_size} images, 2 context and 4 target views, "
             f"{len(train_set)} training and {len(test_set)} held-out procedural scenes (8 views each). The "
             "variants differ only in the PM-Loss term: its weight, and whether the teacher is Sim(3)-aligned "
-            "to the prediction first (the paper) or compared as it is (single-directional Chamfer either way; "
+            "to the prediction first (the paper) or compared as it is (single-directional Chamfer either way, "
+            "of squared distances unless marked Euclidean; "
             f"teacher: ground-truth pointmaps, relative noise {args.teacher_noise}). "
             "Metrics on the held-out scenes (fixed views): novel-view PSNR/SSIM of the targets; depth "
             "abs-rel of the context views; centre distance: mean distance from a Gaussian centre to the "
@@ -122,6 +130,11 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
             f"--pm-weights {' '.join(f'{w:g}' for w in args.pm_weights)} "
             f"--unaligned-weights {' '.join(f'{w:g}' for w in args.unaligned_weights)}"
             + (
+                f" --euclidean-weights {' '.join(f'{w:g}' for w in args.euclidean_weights)}"
+                if args.euclidean_weights
+                else ""
+            )
+            + (
                 f" --decayed-weights {' '.join(f'{w:g}' for w in args.decayed_weights)}"
                 f" --decay-start {args.decay_start:g}"
                 if args.decayed_weights
@@ -132,18 +145,26 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
         ),
     )
     results = {}
-    variants: list[tuple[str, float, bool, float | None]] = [("without PM-Loss", 0.0, True, None)]
-    variants += [(f"PM-Loss {w:g}, Sim(3)", w, True, None) for w in args.pm_weights]
-    variants += [(f"PM-Loss {w:g}, no alignment", w, False, None) for w in args.unaligned_weights]
+    # (name, weight, align, distance, decay_start)
+    variants: list[tuple[str, float, bool, str, float | None]] = [
+        ("without PM-Loss", 0.0, True, "squared", None)
+    ]
+    variants += [(f"PM-Loss {w:g}, Sim(3)", w, True, "squared", None) for w in args.pm_weights]
+    variants += [(f"PM-Loss {w:g}, no alignment", w, False, "squared", None) for w in args.unaligned_weights]
+    variants += [
+        (f"PM-Loss {w:g}, no alignment, Euclidean", w, False, "euclidean", None)
+        for w in args.euclidean_weights
+    ]
     decay = args.decay_start
     variants += [
-        (f"PM-Loss {w:g}, no alignment, decayed from {100 * decay:g}%", w, False, decay)
+        (f"PM-Loss {w:g}, no alignment, decayed from {100 * decay:g}%", w, False, "squared", decay)
         for w in args.decayed_weights
     ]
-    for name, weight, align, decay_start in variants:
+    for name, weight, align, distance, decay_start in variants:
         tag = (
             f"weight-{weight:g}"
             + ("" if align else "-unaligned")
+            + ("" if distance == "squared" else f"-{distance}")
             + ("" if decay_start is None else "-decayed")
         )
         config = TrainConfig(
@@ -165,6 +186,7 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
             teacher=teacher,
             pm_weight=weight,
             align=align,
+            distance=distance,
             decay_start=decay_start,
         )
         seconds = time.perf_counter() - start
@@ -184,8 +206,8 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
             f"{pm['psnr']:.2f} dB."
         )
     report.notes.append(
-        "Rendered examples: docs/images/pmloss/weight-<w>[-unaligned]/ (rows: context, targets, renderings, "
-        "depth). "
+        "Rendered examples: docs/images/pmloss/weight-<w>[-unaligned][-euclidean]/ (rows: context, targets, "
+        "renderings, depth). "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; 'train s' includes waiting for "
         "other jobs when the machine is shared."
     )

@@ -163,6 +163,28 @@ def test_unaligned_mode_accepts_unpaired_sets(generator: torch.Generator) -> Non
     assert out.sim3 is None and out.aligned_teacher.shape == (2, 17, 3)
 
 
+def test_euclidean_distance_option(generator: torch.Generator) -> None:
+    pred = torch.randn(2, 30, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(2, 17, 3, generator=generator, dtype=torch.float64)
+    out = PMLoss(weight=0.5, align=False, distance="euclidean")(pred, teacher)
+    expected = torch.stack(
+        [torch.cdist(p, t).min(dim=1).values.mean() for p, t in zip(pred, teacher, strict=True)]
+    )
+    torch.testing.assert_close(out.per_item, expected.detach())
+    torch.testing.assert_close(out.loss, 0.5 * expected.mean())
+    # Each centre is pulled toward its nearest teacher point with the same strength, whatever its distance.
+    (grad,) = torch.autograd.grad(out.loss, pred)
+    torch.testing.assert_close(grad.norm(dim=-1), torch.full((2, 30), 0.5 / 60, dtype=torch.float64))
+    (reference_grad,) = torch.autograd.grad(0.5 * expected.mean(), pred)
+    torch.testing.assert_close(grad, reference_grad)
+    # With the alignment, gradients also reach the predictions through the Sim(3); they stay finite when a
+    # centre sits exactly on its target (distance 0).
+    aligned = PMLoss(distance="euclidean")(pred, pred.detach() * 2.0)
+    assert aligned.loss.item() < 1e-5
+    (grad,) = torch.autograd.grad(aligned.loss, pred)
+    assert torch.isfinite(grad).all()
+
+
 def test_low_precision_predictions(generator: torch.Generator) -> None:
     pred = torch.randn(2, 30, 3, generator=generator)
     teacher = pred + 0.1 * torch.randn(2, 30, 3, generator=generator)
@@ -220,6 +242,7 @@ def test_forward_errors(pred: object, teacher: object, valid: object, error: typ
         ({"weight": "0.1"}, TypeError, "weight"),
         ({"ignore_large_loss": 0.0}, ValueError, "ignore_large_loss"),
         ({"align": 1}, TypeError, "align"),
+        ({"distance": "l1"}, ValueError, "distance must be one of"),
     ],
 )
 def test_constructor_errors(kwargs: dict, error: type, match: str) -> None:

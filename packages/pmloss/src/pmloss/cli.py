@@ -74,6 +74,7 @@ def _train(args: argparse.Namespace) -> int:
         teacher=teacher,
         pm_weight=args.pm_weight,
         align=not args.no_align,
+        distance=args.pm_distance,
         decay_start=args.pm_decay_start,
     )
     seconds = time.perf_counter() - start
@@ -87,6 +88,7 @@ def _train(args: argparse.Namespace) -> int:
         "train_seconds": round(seconds, 2),
         "pm_weight": args.pm_weight,
         "align": not args.no_align,
+        "distance": args.pm_distance,
         "teacher": args.teacher if teacher is not None else None,
         **{k: round(v, 6) for k, v in metrics.items()},
     }
@@ -208,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-align",
         action="store_true",
         help="skip the Sim(3) alignment (only for teachers already in the scene's frame and scale)",
+    )
+    pm.add_argument(
+        "--pm-distance",
+        choices=["squared", "euclidean"],
+        default="squared",
+        help="Chamfer term: mean squared distance to the nearest teacher point (the paper, default) or mean "
+        "Euclidean distance (our option: the same pull on every centre)",
     )
     pm.add_argument(
         "--pm-decay-start",

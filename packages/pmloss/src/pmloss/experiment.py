@@ -54,18 +54,21 @@ def train_model(
     teacher: PointmapTeacher | None,
     pm_weight: float = 0.005,
     align: bool = True,
+    distance: str = "squared",
     decay_start: float | None = None,
     eval_set: Dataset | None = None,
 ) -> tuple[FeedForwardGS, TrainResult]:
     """Builds the model (seeded by ``train_config.seed``) and trains it, with PM-Loss when a teacher
     is given and ``pm_weight`` > 0. ``align=False`` compares with the teacher without the Sim(3)
     alignment (for teachers already in the scene's frame and scale, such as ground truth).
-    ``decay_start``: see :class:`~pmloss.training.PMLossTerm`."""
+    ``distance``: see :class:`~pmloss.loss.PMLoss`; ``decay_start``: see :class:`~pmloss.training.PMLossTerm`."""
     torch.manual_seed(train_config.seed)
     model = FeedForwardGS(model_config)
     extra = None
     if teacher is not None and pm_weight > 0:
-        extra = PMLossTerm(teacher, PMLoss(weight=pm_weight, align=align), decay_start=decay_start)
+        extra = PMLossTerm(
+            teacher, PMLoss(weight=pm_weight, align=align, distance=distance), decay_start=decay_start
+        )
     result = train(model, train_set, train_config, extra_loss=extra, eval_dataset=eval_set)
     return model, result
 

@@ -26,6 +26,8 @@ __all__ = ["LARGE_LOSS_FACTOR", "PMLoss", "PMLossOutput", "pointmaps_to_points"]
 
 LARGE_LOSS_FACTOR = 1e-5
 """Factor applied to a per-item loss above ``ignore_large_loss`` (as in the official code)."""
+DISTANCES = ("squared", "euclidean")
+_SQRT_EPS = 1e-12  # inside the square root of the Euclidean distance: a finite gradient at distance 0
 
 
 class PMLossOutput(NamedTuple):
@@ -80,6 +82,9 @@ class PMLoss(nn.Module):
         align: align the teacher to the prediction with Umeyama Sim(3) (the paper). Needs one teacher
             point per predicted centre, in the same (v, h, w) order. False compares the sets as they are
             (the teacher must then already be in the prediction's frame and scale) and allows any P'.
+        distance: ``"squared"``: the mean squared distance to the nearest teacher point (the paper's
+            Chamfer); ``"euclidean"`` (our option): the mean distance itself, whose gradient has the same
+            size for every centre instead of growing with its error.
 
     Call ``loss_fn(pred_points, teacher_points, valid=None)`` -> :class:`PMLossOutput`:
 
@@ -95,7 +100,13 @@ class PMLoss(nn.Module):
     they still count in the batch mean.
     """
 
-    def __init__(self, weight: float = 0.005, ignore_large_loss: float = 100.0, align: bool = True) -> None:
+    def __init__(
+        self,
+        weight: float = 0.005,
+        ignore_large_loss: float = 100.0,
+        align: bool = True,
+        distance: str = "squared",
+    ) -> None:
         super().__init__()
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise TypeError(f"weight must be a number, got {weight!r}")
@@ -107,12 +118,18 @@ class PMLoss(nn.Module):
             raise ValueError(f"ignore_large_loss must be > 0 (inf disables it), got {ignore_large_loss!r}")
         if not isinstance(align, bool):
             raise TypeError(f"align must be a bool, got {align!r}")
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
         self.weight = float(weight)
         self.ignore_large_loss = float(ignore_large_loss)
         self.align = align
+        self.distance = distance
 
     def extra_repr(self) -> str:
-        return f"weight={self.weight}, ignore_large_loss={self.ignore_large_loss}, align={self.align}"
+        return (
+            f"weight={self.weight}, ignore_large_loss={self.ignore_large_loss}, align={self.align}, "
+            f"distance={self.distance!r}"
+        )
 
     def forward(
         self, pred_points: torch.Tensor, teacher_points: torch.Tensor, valid: torch.Tensor | None = None
@@ -162,12 +179,23 @@ class PMLoss(nn.Module):
         stand_in = aligned.gather(1, first[:, None, None].expand(-1, 1, 3))
         targets = torch.where(teacher_valid[..., None], aligned, stand_in)
 
-        raw = kernels_core.chamfer_distance(pred, targets, single_directional=True).loss  # [B]
+        if self.distance == "squared":
+            raw = kernels_core.chamfer_distance(pred, targets, single_directional=True).loss  # [B]
+        else:
+            raw = _mean_distance_to_nearest(pred, targets)
         evaluated = pred_finite & teacher_valid.any(dim=1)
         stable = torch.where(evaluated & torch.isfinite(raw), raw, 0.0)
         stable = torch.where(stable > self.ignore_large_loss, stable * LARGE_LOSS_FACTOR, stable)
         per_item = torch.where(evaluated, raw, float("nan")).detach()
         return PMLossOutput(self.weight * stable.mean(), per_item, aligned, sim3)
+
+
+def _mean_distance_to_nearest(points: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """[B]: the mean over ``points`` [B, N, 3] of the Euclidean distance to the nearest of ``targets``
+    [B, M, 3]; differentiable in both (the search itself runs in kernels-core)."""
+    _, index = kernels_core.nearest_neighbor(points.detach(), targets.detach())
+    nearest = torch.gather(targets, 1, index.unsqueeze(-1).expand(-1, -1, 3))
+    return ((points - nearest).square().sum(-1) + _SQRT_EPS).sqrt().mean(-1)
 
 
 def _describe(value: object) -> str:
