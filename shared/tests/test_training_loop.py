@@ -1,5 +1,7 @@
 """accel_shared.training: the loop trains, resumes exactly, and refuses a folder of another run."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -67,3 +69,15 @@ def test_refuses_other_settings_and_bad_config(tmp_path) -> None:
     with pytest.raises(ValueError, match="steps must be a positive int"):
         LoopConfig(steps=0, lr=0.1)
     assert LoopConfig(steps=100, lr=1.0, warmup_steps=10).lr_at(0) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="min_lr_ratio"):
+        LoopConfig(steps=2, lr=0.1, min_lr_ratio=1.5)
+
+
+def test_learning_rate_schedule() -> None:
+    cfg = LoopConfig(steps=14, lr=2.0, warmup_steps=4, min_lr_ratio=0.25)
+    assert [cfg.lr_at(s) for s in range(4)] == pytest.approx([0.5, 1.0, 1.5, 2.0])  # linear warm-up
+    assert cfg.lr_at(4) == pytest.approx(2.0)  # the peak, then cosine
+    assert cfg.lr_at(9) == pytest.approx(2.0 * (0.25 + 0.75 * 0.5))  # half way
+    assert cfg.lr_at(14) == pytest.approx(0.5)  # the floor: lr * min_lr_ratio
+    decay = [cfg.lr_at(s) for s in range(4, 15)]
+    assert all(a > b for a, b in itertools.pairwise(decay))

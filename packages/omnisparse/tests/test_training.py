@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+import accel_shared.training as training_loop
 import omnisparse
 import omnisparse.training as training
 from accel_shared.checkpoint import latest_checkpoint, load_checkpoint
@@ -302,7 +303,7 @@ def test_resume_after_an_interruption_is_exact(
     tmp_path: Path, straight_run: tuple[dict, list], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     final, history = straight_run
-    real_save = training.save_checkpoint
+    real_save = training_loop.save_checkpoint
 
     def save_then_die(out_dir: Any, step: int, state: dict[str, Any], **kw: Any) -> Path:
         path = real_save(out_dir, step, state, **kw)
@@ -311,7 +312,7 @@ def test_resume_after_an_interruption_is_exact(
         return path
 
     model, tokenizer = small_model()
-    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(training_loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(model, tokenizer, tmp_path, steps=4, **RESUME)
     monkeypatch.undo()

@@ -47,6 +47,7 @@ class LoopConfig:
     grad_clip: float = 1.0
     log_every: int = 10
     checkpoint_every: int = 100
+    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
 
     def __post_init__(self) -> None:
         for name in ("steps", "log_every", "checkpoint_every"):
@@ -57,13 +58,16 @@ class LoopConfig:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if self.warmup_steps < 0 or self.grad_clip <= 0:
             raise ValueError("warmup_steps must be >= 0 and grad_clip > 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to 10% of ``lr``."""
+        """Linear warm-up, then cosine decay to ``min_lr_ratio`` x ``lr``."""
         if step < self.warmup_steps:
             return self.lr * (step + 1) / self.warmup_steps
         progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
-        return self.lr * (0.1 + 0.45 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item()))
+        cosine = 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
 
 
 LossFn = Callable[[int], dict[str, float]]
@@ -126,7 +130,7 @@ def run_training(
             history.append(mean)
             window = []
             if ctx.is_main:
-                bar.set_postfix({k: f"{v:.4g}" for k, v in mean.items() if "loss" in k})
+                bar.set_postfix({k: f"{v:.4g}" for k, v in mean.items() if k not in ("step", "seconds")})
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             _save(module, optimizer, done, history, settings, out_dir, ctx)
     module.eval()

@@ -14,26 +14,16 @@ videos from the deterministic stream, so a run resumes exactly from its last che
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import random
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from accel_shared.checkpoint import (
-    get_rng_state,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-    set_rng_state,
-)
-from accel_shared.distributed import DistContext, all_reduce_mean
+from accel_shared.distributed import DistContext
+from accel_shared.training import LoopConfig, run_training
 from omnisparse.inputs import answer_ids, video_inputs
 from omnisparse.longvideo_qa import SHAPE_DISTRACTORS, video_at
 
@@ -92,13 +82,21 @@ class TrainConfig:
             return longest
         return random.Random(f"frames-{self.seed}-{index}").randint(1, longest)
 
-    def lr_at(self, step: int) -> float:
-        if step < self.warmup:
-            return self.lr * (step + 1) / self.warmup
-        progress_ = (step - self.warmup) / max(1, self.steps - self.warmup)
-        return self.lr * (
-            self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress_))
+    def loop(self) -> LoopConfig:
+        """The steps, learning-rate schedule and cadence, for :func:`accel_shared.training.run_training`."""
+        return LoopConfig(
+            steps=self.steps,
+            lr=self.lr,
+            warmup_steps=self.warmup,
+            grad_clip=self.grad_clip,
+            log_every=self.log_every,
+            checkpoint_every=self.checkpoint_every,
+            min_lr_ratio=self.min_lr_ratio,
         )
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of ``step``: linear warm-up, then cosine decay to ``lr * min_lr_ratio``."""
+        return self.loop().lr_at(step)
 
 
 def example_inputs(
@@ -188,43 +186,14 @@ def train(
     ``run_info`` (e.g. the OmniSparse config) is stored with the checkpoints; resuming with different
     settings is an error. Returns the logged history (mean over ranks).
     """
-    out_dir = Path(out_dir)
     config: Any = model.config
-    settings = {**_run_settings(cfg, run_info or {}), "world_size": ctx.world_size}
     module = model.to(ctx.device)
     if teacher is not None:
-        teacher.to(ctx.device)
+        teacher.to(ctx.device).eval().requires_grad_(False)
     runner: Any = torch.nn.parallel.DistributedDataParallel(model) if ctx.distributed else model
     optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, history = 0, []
-    if (found := latest_checkpoint(out_dir)) is not None:
-        state = load_checkpoint(found)
-        if state["settings"] != settings:
-            raise ValueError(
-                f"{out_dir} holds a run with other settings (options or number of processes); use another --out "
-                "or the same options"
-            )
-        module.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, history = state["step"], state["history"]
-        set_rng_state(state["rng"][ctx.rank] if isinstance(state["rng"], list) else state["rng"])
-    module.train()
-    if teacher is not None:
-        teacher.eval().requires_grad_(False)
-    bar = tqdm(
-        range(start, cfg.steps),
-        desc="train",
-        initial=start,
-        total=cfg.steps,
-        disable=not (show_progress and ctx.is_main),
-        dynamic_ncols=True,
-    )
-    window: list[dict[str, float]] = []
-    tic = time.perf_counter()
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr_at(step)
-        optimizer.zero_grad(set_to_none=True)
+
+    def loss_fn(step: int) -> dict[str, float]:
         logs: dict[str, float] = {}
         for micro in range(cfg.batch_size):
             index = (step * ctx.world_size + ctx.rank) * cfg.batch_size + micro
@@ -232,6 +201,7 @@ def train(
                 config, tokenizer, index, cfg, num_frames=cfg.frames_at(step, index)
             )
             inputs = {key: value.to(ctx.device) for key, value in inputs.items()}
+            # Gradients are all-reduced once per step, after the last example.
             no_sync = (
                 runner.no_sync()
                 if ctx.distributed and micro < cfg.batch_size - 1
@@ -244,37 +214,15 @@ def train(
                 (loss / cfg.batch_size).backward()
             for key, value in parts.items():
                 logs[key] = logs.get(key, 0.0) + value / cfg.batch_size
-        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-        optimizer.step()
-        window.append(logs)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            mean = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-            mean = all_reduce_mean(mean, ctx)
-            mean.update(step=done, seconds=time.perf_counter() - tic)
-            history.append(mean)
-            window = []
-            if ctx.is_main:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in mean.items() if k.endswith(("loss", "kl"))})
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            rng: Any = get_rng_state()
-            if ctx.distributed:
-                gathered: list[Any] = [None] * ctx.world_size
-                torch.distributed.all_gather_object(gathered, rng)
-                rng = gathered
-            if ctx.is_main:
-                state = {
-                    "model": module.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": done,
-                    "history": history,
-                    "settings": settings,
-                    "rng": rng,
-                }
-                save_checkpoint(out_dir, done, state)
-            if ctx.distributed:
-                torch.distributed.barrier()
-    module.eval()
-    if ctx.is_main:
-        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-    return history
+        return logs
+
+    return run_training(
+        module,
+        optimizer,
+        loss_fn,
+        cfg.loop(),
+        out_dir,
+        ctx=ctx,
+        settings=_run_settings(cfg, run_info or {}),
+        show_progress=show_progress,
+    )
