@@ -8,6 +8,9 @@ Two lines on a diffusers Wan transformer::
     state.set_step(0, num_steps)
     video = pipe(prompt, num_inference_steps=num_steps, callback_on_step_end=state.pipeline_callback)
     fpsattention.remove(pipe.transformer)
+
+Quantization-aware phase adapters trained by ``fpsattention train`` load with
+``fpsattention.load_adapters(pipe.transformer, "runs/qat/final/adapters")`` and run in their phases.
 """
 
 from fpsattention._version import __version__
