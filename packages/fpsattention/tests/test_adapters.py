@@ -1,5 +1,7 @@
 """Phase adapters: active only in their FPSAttention phase, exact no-ops elsewhere, saved and loaded."""
 
+import copy
+
 import pytest
 import torch
 
@@ -106,3 +108,5 @@ def test_bad_config_and_files(tiny_transformer, tmp_path) -> None:
     fpsattention.add_adapters(tiny_transformer)
     with pytest.raises(RuntimeError, match="already has phase adapters"):
         fpsattention.add_adapters(tiny_transformer)
+    with pytest.raises(RuntimeError, match="cannot be deep-copied"):
+        copy.deepcopy(tiny_transformer)

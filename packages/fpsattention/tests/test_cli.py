@@ -72,3 +72,7 @@ def test_bad_input_is_one_line(tmp_path, capfd) -> None:
         == 2
     )
     assert "JSON object" in capfd.readouterr().err
+    assert main(["train", "--model", "tiny-wan-qat", "--out", str(tmp_path / "run")]) == 2
+    assert "carries phase adapters" in capfd.readouterr().err
+    assert main(["train", "--adapter-rank", "0", "--eval-prompts", "0", "--out", str(tmp_path / "run")]) == 2
+    assert "rank must be a positive int" in capfd.readouterr().err

@@ -29,9 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from fpsattention.processor import STATE_ATTR
+
 PHASE_NAMES = ("early", "middle", "late")
 ADAPTERS_ATTR = "fps_adapters"  # the submodule name: DDP and .to() then see the adapters
-_STATE_ATTR = "_fpsattention_state"  # set by fpsattention.apply (processor.py)
 _WEIGHTS_FILE = "adapters.safetensors"
 _CONFIG_FILE = "adapters.json"
 
@@ -137,7 +138,7 @@ class PhaseAdapters(nn.Module):
         """The phase whose adapter runs now, or None (transformer not patched, FPSAttention off, or a
         phase without an adapter)."""
         owner = self._owner()
-        state = getattr(owner, _STATE_ATTR, None) if owner is not None else None
+        state = getattr(owner, STATE_ATTR, None) if owner is not None else None
         if state is None or not state.enabled:
             return None
         name: str = state.phase_name()
@@ -155,6 +156,13 @@ class PhaseAdapters(nn.Module):
             return output + delta.to(output.dtype)
 
         return add_delta
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PhaseAdapters:
+        # The hooks are closures over this object: a copied transformer would still run these adapters.
+        raise RuntimeError(
+            "a transformer with phase adapters cannot be deep-copied: copy it before add_adapters(), or "
+            "remove_adapters() first and load_adapters() on the copy"
+        )
 
     def detach_hooks(self) -> None:
         for handle in self._handles:

@@ -201,7 +201,7 @@ def _train(args: argparse.Namespace) -> int:
     import copy
 
     from accel_shared.distributed import setup_distributed, teardown_distributed
-    from fpsattention.adapters import AdapterConfig, remove_adapters, save_adapters
+    from fpsattention.adapters import AdapterConfig, get_adapters, remove_adapters, save_adapters
     from fpsattention.data import all_clips
     from fpsattention.evaluation import EVAL_PROMPTS, compare, fps_videos, reference_videos
     from fpsattention.models import get_pipeline, save_components
@@ -217,6 +217,10 @@ def _train(args: argparse.Namespace) -> int:
         lr = 2e-4 if args.full_weights else 1e-3
         cfg = _train_config(args, steps=300, lr=lr, relative_loss=not args.plain_loss)
         pipe = get_pipeline(args.model, device="cpu")
+        if get_adapters(pipe.transformer) is not None:
+            raise CLIError(
+                f"train: --model {args.model} carries phase adapters; train from its base model (e.g. tiny-wan)"
+            )
         schedule = _schedule(args, tiny=True)
         adapters = None
         if not args.full_weights:

@@ -30,7 +30,7 @@ from accel_shared.patching.inputs import AttentionInputs, sdpa_math
 from fpsattention.attention import fps_attention
 from fpsattention.schedule import FPSSchedule, Phase, Triple
 
-_STATE_ATTR = "_fpsattention_state"
+STATE_ATTR = "_fpsattention_state"  # the attribute of a patched transformer that holds its FPSState
 _TIMESTEP_RANGE = 1000.0  # diffusers' flow-matching schedulers count timesteps in [0, 1000]
 
 
@@ -147,7 +147,7 @@ def apply(transformer: torch.nn.Module, schedule: FPSSchedule | None = None) -> 
             processors are named ``...attn1...`` and whose config has a 3D ``patch_size``).
         schedule: the phases; default :class:`FPSSchedule` ().
     """
-    if getattr(transformer, _STATE_ATTR, None) is not None or is_routed(transformer):
+    if getattr(transformer, STATE_ATTR, None) is not None or is_routed(transformer):
         raise RuntimeError("fpsattention.apply: the transformer is already patched; call remove() first")
     schedule = FPSSchedule() if schedule is None else schedule
     if not isinstance(schedule, FPSSchedule):
@@ -158,23 +158,23 @@ def apply(transformer: torch.nn.Module, schedule: FPSSchedule | None = None) -> 
         transformer, lambda name, proc: FPSAttnProcessor(proc, state, name=name), include=is_self_attention
     )
     state._hook = transformer.register_forward_pre_hook(_record_inputs(state, patch), with_kwargs=True)
-    setattr(transformer, _STATE_ATTR, state)
+    setattr(transformer, STATE_ATTR, state)
     return state
 
 
 def remove(transformer: torch.nn.Module) -> None:
     """Undo :func:`apply`: the original processors come back, the hook goes."""
-    state = getattr(transformer, _STATE_ATTR, None)
+    state = getattr(transformer, STATE_ATTR, None)
     if state is None:
         raise RuntimeError("fpsattention.remove: the transformer is not patched")
     state._hook.remove()
     restore_processors(transformer)
-    delattr(transformer, _STATE_ATTR)
+    delattr(transformer, STATE_ATTR)
 
 
 def get_state(transformer: torch.nn.Module) -> FPSState:
     """The :class:`FPSState` of a patched transformer."""
-    state = getattr(transformer, _STATE_ATTR, None)
+    state = getattr(transformer, STATE_ATTR, None)
     if state is None:
         raise RuntimeError("fpsattention: the transformer is not patched (call fpsattention.apply first)")
     assert isinstance(state, FPSState)
