@@ -43,13 +43,14 @@ def test_ties_take_the_lowest_index_and_strided_inputs_work(generator):
     assert kernels_core.nearest_neighbor(xt.bfloat16(), y.bfloat16())[0].dtype == torch.float32
 
 
+@pytest.mark.parametrize("squared", [True, False])
 @pytest.mark.parametrize("single_directional", [False, True])
-def test_chamfer_loss_and_gradients_match_reference(single_directional, generator):
+def test_chamfer_loss_and_gradients_match_reference(single_directional, squared, generator):
     x, y = _points((3, 120, 90), generator)
     x.requires_grad_()
     y.requires_grad_()
-    result = kernels_core.chamfer_distance(x, y, single_directional=single_directional)
-    expected = reference.chamfer_distance(x, y, single_directional=single_directional)
+    result = kernels_core.chamfer_distance(x, y, single_directional=single_directional, squared=squared)
+    expected = reference.chamfer_distance(x, y, single_directional=single_directional, squared=squared)
     torch.testing.assert_close(result.loss, expected[0], atol=1e-5, rtol=1e-5)
     assert torch.equal(result.index_xy, expected[1])
     assert (result.index_yx is None) == single_directional

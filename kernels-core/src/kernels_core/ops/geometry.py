@@ -98,21 +98,29 @@ class ChamferDistance(NamedTuple):
     index_yx: torch.Tensor | None
 
 
-def _directed(source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean squared distance from each source point to its nearest target, and the indices."""
+SQRT_EPS = 1e-12
+"""Added under the square root of ``squared=False`` distances: a finite gradient at distance 0."""
+
+
+def _directed(source: torch.Tensor, target: torch.Tensor, squared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (squared) distance from each source point to its nearest target, and the indices."""
     _, index = nearest_neighbor(source.detach(), target.detach())
     nearest = torch.gather(target, 1, index.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
-    return ((source - nearest) ** 2).sum(-1).mean(-1), index
+    distance = ((source - nearest) ** 2).sum(-1)
+    if not squared:
+        distance = (distance + SQRT_EPS).sqrt()
+    return distance.mean(-1), index
 
 
 def chamfer_distance(
-    x: torch.Tensor, y: torch.Tensor, *, single_directional: bool = False
+    x: torch.Tensor, y: torch.Tensor, *, single_directional: bool = False, squared: bool = True
 ) -> ChamferDistance:
     """Chamfer distance between batched point sets, differentiable in x and y.
 
     loss[b] = mean_i min_j |x_bi - y_bj|^2  (+ mean_j min_i |y_bj - x_bi|^2 unless
     ``single_directional``). PM-Loss uses the single-directional form from predicted Gaussian
-    centres (x) to the teacher's pointmap (y).
+    centres (x) to the teacher's pointmap (y). ``squared=False`` averages the distances
+    |x_bi - y_bj| themselves (sqrt(d² + 1e-12)), so every point's gradient has the same size.
 
     The nearest-neighbour search, the O(N M) part, runs in the compiled kernels; the loss and its
     gradient are then computed from the found pairs with torch ops in O(N + M). That gradient is
@@ -122,6 +130,7 @@ def chamfer_distance(
     Args:
         x: [B, N, 3]; y: [B, M, 3], same device; N, M > 0.
         single_directional: only the x -> y term.
+        squared: average squared distances (default) or distances.
 
     Returns:
         :class:`ChamferDistance` (loss [B], index_xy [B, N], index_yx [B, M] or None).
@@ -129,8 +138,8 @@ def chamfer_distance(
     _check_pair(x, y)
     if x.shape[1] == 0 or y.shape[1] == 0:
         raise ValueError(f"x and y must hold at least one point each, got {x.shape[1]} and {y.shape[1]}")
-    loss, index_xy = _directed(x, y)
+    loss, index_xy = _directed(x, y, squared)
     if single_directional:
         return ChamferDistance(loss, index_xy, None)
-    back, index_yx = _directed(y, x)
+    back, index_yx = _directed(y, x, squared)
     return ChamferDistance(loss + back, index_xy, index_yx)

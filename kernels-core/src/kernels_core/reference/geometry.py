@@ -14,10 +14,12 @@ def nearest_neighbor(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def chamfer_distance(
-    x: torch.Tensor, y: torch.Tensor, *, single_directional: bool = False
+    x: torch.Tensor, y: torch.Tensor, *, single_directional: bool = False, squared: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Reference for :func:`kernels_core.chamfer_distance` (differentiable through torch.min)."""
     d = ((x[:, :, None, :] - y[:, None, :, :]) ** 2).sum(-1)
+    if not squared:
+        d = (d + 1e-12).sqrt()
     forward, index_xy = d.min(dim=2)
     loss = forward.mean(dim=1)
     if single_directional:

@@ -27,7 +27,6 @@ __all__ = ["LARGE_LOSS_FACTOR", "PMLoss", "PMLossOutput", "pointmaps_to_points"]
 LARGE_LOSS_FACTOR = 1e-5
 """Factor applied to a per-item loss above ``ignore_large_loss`` (as in the official code)."""
 DISTANCES = ("squared", "euclidean")
-_SQRT_EPS = 1e-12  # inside the square root of the Euclidean distance: a finite gradient at distance 0
 
 
 class PMLossOutput(NamedTuple):
@@ -179,23 +178,14 @@ class PMLoss(nn.Module):
         stand_in = aligned.gather(1, first[:, None, None].expand(-1, 1, 3))
         targets = torch.where(teacher_valid[..., None], aligned, stand_in)
 
-        if self.distance == "squared":
-            raw = kernels_core.chamfer_distance(pred, targets, single_directional=True).loss  # [B]
-        else:
-            raw = _mean_distance_to_nearest(pred, targets)
+        raw = kernels_core.chamfer_distance(
+            pred, targets, single_directional=True, squared=self.distance == "squared"
+        ).loss  # [B]
         evaluated = pred_finite & teacher_valid.any(dim=1)
         stable = torch.where(evaluated & torch.isfinite(raw), raw, 0.0)
         stable = torch.where(stable > self.ignore_large_loss, stable * LARGE_LOSS_FACTOR, stable)
         per_item = torch.where(evaluated, raw, float("nan")).detach()
         return PMLossOutput(self.weight * stable.mean(), per_item, aligned, sim3)
-
-
-def _mean_distance_to_nearest(points: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """[B]: the mean over ``points`` [B, N, 3] of the Euclidean distance to the nearest of ``targets``
-    [B, M, 3]; differentiable in both (the search itself runs in kernels-core)."""
-    _, index = kernels_core.nearest_neighbor(points.detach(), targets.detach())
-    nearest = torch.gather(targets, 1, index.unsqueeze(-1).expand(-1, -1, 3))
-    return ((points - nearest).square().sum(-1) + _SQRT_EPS).sqrt().mean(-1)
 
 
 def _describe(value: object) -> str:
