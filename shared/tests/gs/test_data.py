@@ -283,6 +283,47 @@ def test_sample_views_bounds_targets_by_context():
         sample_views(8, num_context=9, num_target=1, rng=rng)
 
 
+def test_sample_views_outside_puts_every_target_beyond_a_centred_context_span():
+    rng = np.random.default_rng(0)
+    sides = set()
+    for _ in range(50):
+        context, target = sample_views(8, num_context=2, num_target=4, rng=rng, targets="outside")
+        assert context.tolist() == [2, 5]  # default: the widest span leaving 4 views outside, centred
+        assert target.tolist() == [0, 1, 6, 7]
+        context, target = sample_views(
+            30, num_context=3, num_target=6, rng=rng, context_gap=(8, 12), targets="outside"
+        )
+        first, last = int(context[0]), int(context[-1])
+        assert 8 <= last - first <= 12 and len(set(context.tolist())) == 3
+        assert abs(first - (29 - last)) <= 1  # centred
+        assert torch.all((target < first) | (target > last)) and len(set(target.tolist())) == 6
+        sides.update({"before" if t < first else "after" for t in target.tolist()})
+    assert sides == {"before", "after"}
+    # a gap wider than the sequence allows is clamped so that num_target views stay outside
+    context, target = sample_views(
+        10, num_context=2, num_target=4, rng=rng, context_gap=(9, 9), targets="outside"
+    )
+    assert int(context[1] - context[0]) == 5 and torch.all((target < context[0]) | (target > context[1]))
+    with pytest.raises(ValueError, match="num_context \\+ num_target"):
+        sample_views(8, num_context=3, num_target=6, rng=rng, targets="outside")
+    with pytest.raises(ValueError, match="targets"):
+        sample_views(8, num_context=2, num_target=4, rng=rng, targets="beyond")
+
+
+def test_dataset_with_targets_outside(dataset_root):
+    data = MultiViewDataset(
+        dataset_root, num_context=2, num_target=3, view_sampler="fixed", targets="outside"
+    )
+    for item in (data[0], data[1]):
+        context, target = item["context"]["index"], item["target"]["index"]
+        assert torch.all((target < context[0]) | (target > context[1]))
+    assert torch.equal(data[0]["target"]["index"], data[0]["target"]["index"])
+    with pytest.raises(ValueError, match="targets"):
+        MultiViewDataset(dataset_root, targets="between")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="views_per_scene"):
+        MultiViewDataset(dataset_root, num_context=3, num_target=4, targets="outside")
+
+
 def test_many_context_views(tmp_path):
     root = generate_dataset(tmp_path / "many", 2, views_per_scene=40, image_size=16, progress=False)
     item = MultiViewDataset(root, num_context=36, num_target=4, split="all")[1]

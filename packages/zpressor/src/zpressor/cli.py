@@ -134,6 +134,7 @@ def _train(args: argparse.Namespace) -> int:
         num_anchors=k,
         num_target=args.num_target,
         test_fraction=args.test_fraction,
+        test_targets=args.test_targets,
         device=device,
         show_progress=not args.json,
     )[args.num_context]
@@ -181,6 +182,7 @@ def _eval(args: argparse.Namespace) -> int:
         num_anchors=k if compressed else None,
         num_target=args.num_target,
         test_fraction=args.test_fraction,
+        test_targets=args.test_targets,
         batch_size=args.batch_size,
         device=device,
         show_progress=not args.json,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
@@ -213,6 +213,7 @@ def evaluate_views(
     num_anchors: int | None,
     num_target: int = 4,
     test_fraction: float = 0.2,
+    test_targets: Literal["inside", "outside"] = "inside",
     scenes: Sequence[int] | None = None,
     seed: int = 0,
     batch_size: int = 1,
@@ -222,10 +223,10 @@ def evaluate_views(
     """Novel-view metrics of ``model`` for each number of context views in ``views``.
 
     For every count V a held-out :class:`MultiViewDataset` (fixed view sampler, seed ``seed``) gives V
-    context and ``num_target`` target views per scene; :func:`accel_shared.gs.evaluation.evaluate` renders
-    the targets. ``num_anchors`` is the K of a model with a compressor (ignored without one; with
-    V <= K all views are used). Returns ``{V: {"psnr", "ssim", ["lpips"], "depth_*", "num_scenes",
-    "seconds"}}``.
+    context and ``num_target`` target views per scene, the targets inside the context span or outside it
+    (``test_targets``); :func:`accel_shared.gs.evaluation.evaluate` renders the targets. ``num_anchors``
+    is the K of a model with a compressor (ignored without one; with V <= K all views are used).
+    Returns ``{V: {"psnr", "ssim", ["lpips"], "depth_*", "num_scenes", "seconds"}}``.
     """
     counts = [int(v) for v in views]
     if not counts:
@@ -245,6 +246,7 @@ def evaluate_views(
             scenes=list(scenes) if scenes is not None else None,
             view_sampler="fixed",
             seed=seed,
+            targets=test_targets,
         )
         start = time.perf_counter()
         metrics = evaluate(model, dataset, batch_size=batch_size, num_anchors=k, show_progress=show_progress)

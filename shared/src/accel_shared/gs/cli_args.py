@@ -25,7 +25,8 @@ def add_data_args(
     generation: tuple[int, int] | None = None,
     views_help: str = "views of generated scenes",
 ) -> None:
-    """The ``data`` group: ``--data``, ``--num-context`` (unless None), ``--num-target``, ``--test-fraction``;
+    """The ``data`` group: ``--data``, ``--num-context`` (unless None), ``--num-target``, ``--test-fraction``,
+    ``--test-targets``;
     with ``generation = (image_size, views_per_scene)`` also ``--generate``, ``--image-size`` and
     ``--views-per-scene`` with those defaults."""
     group = parser.add_argument_group("data")
@@ -42,6 +43,13 @@ def add_data_args(
     group.add_argument("--num-target", type=int, default=4, help="target views per item (default: 4)")
     group.add_argument(
         "--test-fraction", type=float, default=0.2, help="held-out share of scenes (default: 0.2)"
+    )
+    group.add_argument(
+        "--test-targets",
+        choices=["inside", "outside"],
+        default="inside",
+        help="held-out target views inside the context span (interpolation, the default) or outside it "
+        "(extrapolation, PM-Loss's bound-aware protocol); training items always interpolate",
     )
     if generation is not None:
         image_size, views_per_scene = generation
@@ -95,6 +103,7 @@ def data_config_from_args(args: argparse.Namespace, *, num_context: int | None =
         else getattr(args, "num_context", defaults.num_context),
         num_target=args.num_target,
         test_fraction=args.test_fraction,
+        test_targets=getattr(args, "test_targets", defaults.test_targets),
     )
 
 

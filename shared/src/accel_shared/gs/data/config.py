@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from accel_shared.gs.data.dataset import MultiViewDataset
 from accel_shared.gs.data.store import generate_dataset, read_meta
@@ -22,6 +23,9 @@ class DataConfig:
         views_per_scene, image_size, data_seed: generator settings (used only when generating).
         num_context, num_target: views per item (targets are never context views).
         test_fraction: share of scenes held out for evaluation.
+        test_targets: where the held-out items' target views lie: ``"inside"`` the context span
+            (interpolation) or ``"outside"`` it (extrapolation, the bound-aware protocol PM-Loss evaluates
+            with); see :func:`~accel_shared.gs.data.sample_views`. Training items always interpolate.
     """
 
     root: str | Path
@@ -32,6 +36,7 @@ class DataConfig:
     num_context: int = 2
     num_target: int = 4
     test_fraction: float = 0.2
+    test_targets: Literal["inside", "outside"] = "inside"
 
 
 def check_views(root: str | Path, num_context: int, num_target: int, *, what: str = "--num-context") -> None:
@@ -51,7 +56,8 @@ def load_datasets(
     config: DataConfig, *, show_progress: bool = True
 ) -> tuple[MultiViewDataset, MultiViewDataset]:
     """(train, test) datasets; generates the scenes first when asked to and none are there. The train
-    set draws random views, the test set fixed ones (the same for every model evaluated)."""
+    set draws random views, the test set fixed ones (the same for every model evaluated), placed as
+    ``config.test_targets`` says."""
     root = Path(config.root)
     if not (root / "meta.json").is_file():
         if config.generate <= 0:
@@ -76,5 +82,6 @@ def load_datasets(
         split="test",
         test_fraction=fraction,
         view_sampler="fixed",
+        targets=config.test_targets,
     )
     return train_set, test_set

@@ -51,6 +51,12 @@ def _check_sampler(view_sampler: str) -> str:
     return view_sampler
 
 
+def _check_targets(targets: str) -> str:
+    if targets not in ("inside", "outside"):
+        raise ValueError(f"targets must be 'inside' or 'outside', got {targets!r}")
+    return targets
+
+
 def sample_views(
     num_views: int,
     *,
@@ -58,6 +64,7 @@ def sample_views(
     num_target: int,
     rng: np.random.Generator,
     context_gap: tuple[int, int] | None = None,
+    targets: str = "inside",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bounded view sampler for ordered (video-like) sequences, in the manner of pixelSplat's.
 
@@ -67,6 +74,12 @@ def sample_views(
     them. Targets are distinct non-context views drawn inside that span; when the span has too few,
     the nearest non-context views outside it, then context views, fill up (so ``num_context`` may be
     as large as ``num_views``).
+
+    ``targets="outside"`` is the extrapolation protocol of PM-Loss's bound-aware evaluation: every target
+    lies outside the context span. The span is centred in the sequence (so targets fall on both sides
+    when there is room), ``gap`` is uniform in ``context_gap`` clamped to the widest span that leaves
+    ``num_target`` views outside (default: that widest span), and the targets are drawn from the views
+    outside it.
 
     Returns:
         context [num_context] and target [num_target] int64 view indices, each ascending.
@@ -80,6 +93,8 @@ def sample_views(
     if num_target > num_views:
         raise ValueError(f"num_target ({num_target}) exceeds the number of views ({num_views})")
     fewest = num_context - 1
+    if _check_targets(targets) == "outside":
+        return _sample_extrapolation(num_views, num_context, num_target, rng, gap_range)
     if gap_range is None:
         distinct = num_context + num_target - 1
         gap_range = (distinct if distinct < num_views else fewest, num_views - 1)
@@ -98,6 +113,32 @@ def sample_views(
         extra = rng.choice(context, size=max(0, num_target - len(inside) - len(outside)), replace=False)
         target = np.concatenate([inside, outside, extra])[:num_target]
     return torch.from_numpy(context), torch.from_numpy(np.sort(target).astype(np.int64))
+
+
+def _sample_extrapolation(
+    num_views: int,
+    num_context: int,
+    num_target: int,
+    rng: np.random.Generator,
+    gap_range: tuple[int, int] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sample_views(..., targets="outside")``: a centred context span, every target outside it."""
+    fewest, widest = num_context - 1, num_views - 1 - num_target
+    if widest < fewest:
+        raise ValueError(
+            f"targets='outside' needs num_context + num_target <= num_views, got {num_context} + "
+            f"{num_target} > {num_views}"
+        )
+    low, high = gap_range if gap_range is not None else (widest, widest)
+    high = min(max(high, fewest), widest)
+    low = min(max(low, fewest), high)
+    gap = int(rng.integers(low, high + 1))
+    spare = num_views - 1 - gap  # views outside the span, split as evenly as they go
+    left = spare // 2 + (int(rng.integers(0, 2)) if spare % 2 else 0)
+    context = np.unique(np.round(np.linspace(left, left + gap, num_context)).astype(np.int64))
+    outside = np.concatenate([np.arange(left), np.arange(left + gap + 1, num_views)])
+    target = np.sort(rng.choice(outside, size=num_target, replace=False)).astype(np.int64)
+    return torch.from_numpy(context), torch.from_numpy(target)
 
 
 def _split_scenes(num_scenes: int, split: str, test_fraction: float) -> list[int]:
@@ -137,6 +178,8 @@ class MultiViewDataset(Dataset[dict[str, Any]]):
             (reproducible with ``torch.manual_seed``; DataLoader workers get their own streams).
         seed: seed of the view sampler.
         context_gap: (min, max) frames between the outer context views; see :func:`sample_views`.
+        targets: ``"inside"`` the context span (interpolation, the default) or ``"outside"`` it
+            (extrapolation, PM-Loss's bound-aware protocol); see :func:`sample_views`.
     """
 
     def __init__(
@@ -151,6 +194,7 @@ class MultiViewDataset(Dataset[dict[str, Any]]):
         view_sampler: Literal["random", "fixed"] = "random",
         seed: int = 0,
         context_gap: tuple[int, int] | None = None,
+        targets: Literal["inside", "outside"] = "inside",
     ) -> None:
         self.root = Path(root)
         self.meta = read_meta(self.root)
@@ -167,6 +211,12 @@ class MultiViewDataset(Dataset[dict[str, Any]]):
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.seed = seed
         self.context_gap = _check_gap(context_gap)
+        self.targets = _check_targets(targets)
+        if targets == "outside" and num_context + num_target > views:
+            raise ValueError(
+                f"targets='outside' needs num_context + num_target ({num_context} + {num_target}) <= the "
+                f"dataset's views_per_scene ({views})"
+            )
         if scenes is None:
             self.scenes = _split_scenes(self.meta["num_scenes"], split, test_fraction)
         else:
@@ -196,6 +246,7 @@ class MultiViewDataset(Dataset[dict[str, Any]]):
             num_target=self.num_target,
             rng=self._rng(scene),
             context_gap=self.context_gap,
+            targets=self.targets,
         )
         data = _read_scene(self.root, self.meta, scene, torch.cat([context, target]))
         k = len(context)
