@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from accel_shared.bench import (
     compose_page,
     describe_machine,
     machine_summary,
+    paired_difference,
     ratio,
     time_callable,
 )
@@ -140,3 +142,31 @@ def test_compose_page_includes_reports_and_placeholders(tmp_path):
     assert text.startswith("# All\n\nintro text")
     assert "## CPU table" in text and "| 1 |" in text  # heading moved one level down
     assert "## part_cuda\n\nno GPU yet" in text
+
+
+# ------------------------------------------------------------------------------------- paired stats
+
+
+def test_paired_difference_centres_on_the_mean_and_covers_it():
+    rng = np.random.default_rng(1)
+    baseline = rng.normal(26.0, 1.0, size=40)
+    shifted = paired_difference(baseline + 0.5 + rng.normal(0, 0.05, size=40), baseline)
+    assert shifted.mean == pytest.approx(0.5, abs=0.03) and shifted.count == 40
+    assert 0.0 < shifted.low < 0.5 < shifted.high < 1.0  # a clear shift: the interval excludes 0
+    noise = paired_difference(baseline + rng.normal(0, 0.3, size=40), baseline)
+    assert noise.low < 0.0 < noise.high  # pure noise: the interval contains 0
+    # pairing matters: the scene-to-scene spread (std 1) cancels, so the interval is narrow
+    assert shifted.high - shifted.low < 0.1
+    assert str(shifted) == f"{shifted.mean:+.3f} [{shifted.low:+.3f}, {shifted.high:+.3f}]"
+    assert paired_difference([1.0, 2.0], [0.0, 0.0]) == paired_difference([1.0, 2.0], [0.0, 0.0])  # seeded
+
+
+def test_paired_difference_rejects_bad_input():
+    with pytest.raises(ValueError, match="one length"):
+        paired_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        paired_difference([], [])
+    with pytest.raises(ValueError, match="confidence"):
+        paired_difference([1.0], [0.0], confidence=1.5)
+    with pytest.raises(ValueError, match="resamples"):
+        paired_difference([1.0], [0.0], resamples=0)
