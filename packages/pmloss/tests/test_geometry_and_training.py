@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from accel_shared.gs.data import MultiViewDataset, generate_dataset
+from accel_shared.gs.evaluation import evaluate
 from accel_shared.gs.gaussians import Gaussians
-from accel_shared.gs.model import GSModelOutput
+from accel_shared.gs.model import FeedForwardGS, GSModelConfig, GSModelOutput
 from pmloss.cli import main
+from pmloss.experiment import psnr_with_true_centres, scene_psnr
 from pmloss.geometry_metrics import geometry_metrics, surface_distance
 from pmloss.loss import PMLoss
 from pmloss.teacher import PointmapTeacher
@@ -110,6 +114,26 @@ def test_cli_train_resume_and_eval(tmp_path: Path, capfd: pytest.CaptureFixture[
     evaluated = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
     assert Path(evaluated["images"][0]).read_bytes()[:4] == b"\x89PNG"
     assert evaluated["psnr"] == pytest.approx(second["psnr"], rel=1e-4)
+    assert evaluated["test_targets"] == "inside"
+    # the extrapolation protocol: context views 1 and 2 of 4, targets 0 and 3
+    assert (
+        main(["eval", "--model", str(run / "model"), *common, "--out", str(out), "--test-targets", "outside"])
+        == 0
+    )
+    extrapolated = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert extrapolated["test_targets"] == "outside" and extrapolated["psnr"] != evaluated["psnr"]
+
+    # fine-tuning from the saved model: a vanishing learning rate leaves its weights as they were
+    tuned = tmp_path / "tuned"
+    fine_tune = [*args[: args.index("--out")], "--out", str(tuned), "--steps", "1", "--warmup", "1"]
+    fine_tune += ["--lr", "1e-12", "--init-model", str(run / "model"), "--device", "cpu"]
+    assert main(fine_tune) == 0
+    assert json.loads(capfd.readouterr().out.strip().splitlines()[-1])["init_model"] == str(run / "model")
+    start = FeedForwardGS.from_pretrained(run / "model").state_dict()
+    after = FeedForwardGS.from_pretrained(tuned / "model").state_dict()
+    assert all(torch.allclose(start[name], after[name], atol=1e-6) for name in start)
+    assert main([*fine_tune, "--model-config", str(tiny)]) == 2
+    assert "drop --model-config" in capfd.readouterr().err
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -139,3 +163,37 @@ def test_pm_term_decays_linearly_to_zero_from_decay_start(make_batch) -> None:
         assert constant(batch, _output(shifted, index))[0].item() == pytest.approx(full.item())
     with pytest.raises(ValueError, match="decay_start"):
         PMLossTerm(PointmapTeacher.from_ground_truth(), decay_start=1.0)
+
+
+class _ShiftedCentres(FeedForwardGS):
+    """A FeedForwardGS whose Gaussian centres are all moved by a constant vector."""
+
+    def forward(self, context, **kwargs):  # type: ignore[no-untyped-def]
+        output = super().forward(context, **kwargs)
+        shift = torch.tensor([0.3, -0.2, 0.5])
+        gaussians = dataclasses.replace(output.gaussians, means=output.gaussians.means + shift)
+        return dataclasses.replace(
+            output, gaussians=gaussians, means_per_pixel=output.means_per_pixel + shift
+        )
+
+
+def test_true_centre_psnr_ignores_the_predicted_centres_and_scene_psnr_averages_to_evaluate(
+    tmp_path: Path,
+) -> None:
+    root = generate_dataset(tmp_path / "scenes", 3, views_per_scene=4, image_size=16, progress=False)
+    dataset = MultiViewDataset(root, num_context=2, num_target=2, split="all", view_sampler="fixed")
+    config = GSModelConfig(feature_dim=16, transformer_layers=1, num_depth_candidates=8)
+    torch.manual_seed(0)
+    model = FeedForwardGS(config).eval()
+    shifted = _ShiftedCentres(config).eval()
+    shifted.load_state_dict(model.state_dict())
+
+    plain_psnr = evaluate(model, dataset, show_progress=False)["psnr"]
+    assert evaluate(shifted, dataset, show_progress=False)["psnr"] != pytest.approx(plain_psnr, abs=1e-3)
+    true_centres = psnr_with_true_centres(model, dataset)
+    assert psnr_with_true_centres(shifted, dataset) == pytest.approx(true_centres, abs=1e-5)
+    assert true_centres != pytest.approx(plain_psnr, abs=1e-3)
+
+    per_scene = scene_psnr(model, dataset)
+    assert len(per_scene) == 3
+    assert sum(per_scene) / 3 == pytest.approx(plain_psnr, rel=1e-5)  # 2 targets per scene: equal weights

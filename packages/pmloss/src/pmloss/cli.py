@@ -32,6 +32,11 @@ examples:
   pmloss train --data ./scenes --generate 120 --out ./runs/pm --steps 2000
   # the same without PM-Loss (the baseline), same seed
   pmloss train --data ./scenes --out ./runs/base --steps 2000 --pm-weight 0
+  # the paper's protocol: fine-tune one trained model with and without PM-Loss
+  pmloss train --data ./scenes --out ./runs/pm-ft --init-model ./runs/base/model --steps 1000
+  pmloss train --data ./scenes --out ./runs/base-ft --init-model ./runs/base/model --steps 1000 --pm-weight 0
+  # held-out metrics with the targets outside the context span (the paper's extrapolation protocol)
+  pmloss eval --model ./runs/pm-ft/model --data ./scenes --out ./eval/pm-ft --test-targets outside
   # held-out metrics and rendered examples
   pmloss eval --model ./runs/pm/model --data ./scenes --out ./eval/pm
   pmloss demo
@@ -48,8 +53,19 @@ def _train(args: argparse.Namespace) -> int:
         raise CLIError(f"--pm-weight must be >= 0 (0 trains without PM-Loss), got {args.pm_weight}")
     if args.pm_decay_start is not None and not 0 <= args.pm_decay_start < 1:
         raise CLIError(f"--pm-decay-start must be in [0, 1), got {args.pm_decay_start}")
+    initial_state = None
+    if args.init_model is not None:
+        from accel_shared.gs.model import FeedForwardGS
+
+        if args.model_config is not None:
+            raise CLIError("--init-model brings its own model config; drop --model-config")
+        if not args.init_model.is_dir():
+            raise FileNotFoundError(f"--init-model: no saved model folder at {args.init_model}")
+        pretrained = FeedForwardGS.from_pretrained(args.init_model)
+        model_config, initial_state = pretrained.config, pretrained.state_dict()
+    else:
+        model_config = model_config_from_args(args)
     train_set, test_set = load_datasets(data_config_from_args(args), show_progress=not args.json)
-    model_config = model_config_from_args(args)
     device = resolve_device(args.device)
     train_config = TrainConfig(
         steps=args.steps,
@@ -76,6 +92,7 @@ def _train(args: argparse.Namespace) -> int:
         align=not args.no_align,
         distance=args.pm_distance,
         decay_start=args.pm_decay_start,
+        initial_state=initial_state,
     )
     seconds = time.perf_counter() - start
     if launched_rank() != 0:  # under torchrun, rank 0 evaluates and reports
@@ -90,6 +107,7 @@ def _train(args: argparse.Namespace) -> int:
         "align": not args.no_align,
         "distance": args.pm_distance,
         "teacher": args.teacher if teacher is not None else None,
+        "init_model": str(args.init_model) if args.init_model is not None else None,
         **{k: round(v, 6) for k, v in metrics.items()},
     }
     (Path(args.out) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -111,7 +129,11 @@ def _eval(args: argparse.Namespace) -> int:
         model, test_set, batch_size=args.batch_size, device=device, show_progress=not args.json
     )
     images = render_examples(model, test_set, args.out / "images", count=args.images, device=str(device))
-    summary = {"model": str(args.model), **{k: round(v, 6) for k, v in metrics.items()}}
+    summary = {
+        "model": str(args.model),
+        "test_targets": args.test_targets,
+        **{k: round(v, 6) for k, v in metrics.items()},
+    }
     summary["images"] = [str(p) for p in images]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -194,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_args(train, num_context=2, generation=(64, 8))
     add_train_args(train, out=Path("runs/pmloss"), batch_size=2)
+    train.add_argument(
+        "--init-model",
+        type=Path,
+        metavar="DIR",
+        help="fine-tune this saved model (OUT/model of an earlier run) instead of starting from scratch; "
+        "the paper's protocol fine-tunes a trained DepthSplat with and without PM-Loss",
+    )
     pm = train.add_argument_group("PM-Loss")
     pm.add_argument(
         "--pm-weight", type=float, default=0.005, help="loss weight; 0 = baseline (default: 0.005)"

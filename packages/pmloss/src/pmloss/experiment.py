@@ -6,17 +6,19 @@ module adds the PM-Loss term, the geometry metrics and the rendered examples.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from accel_shared.cli import progress
 from accel_shared.gs.data import DataConfig, load_datasets
 from accel_shared.gs.evaluation import evaluate, move_to_device
 from accel_shared.gs.images import colorize_depth, image_grid, save_png
+from accel_shared.gs.metrics import psnr
 from accel_shared.gs.model import FeedForwardGS, GSModelConfig
 from accel_shared.gs.render import render
 from accel_shared.gs.train import TrainConfig, TrainResult, train
@@ -30,7 +32,9 @@ __all__ = [
     "build_teacher",
     "evaluate_model",
     "load_datasets",
+    "psnr_with_true_centres",
     "render_examples",
+    "scene_psnr",
     "train_model",
 ]
 
@@ -57,13 +61,18 @@ def train_model(
     distance: str = "squared",
     decay_start: float | None = None,
     eval_set: Dataset | None = None,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[FeedForwardGS, TrainResult]:
     """Builds the model (seeded by ``train_config.seed``) and trains it, with PM-Loss when a teacher
     is given and ``pm_weight`` > 0. ``align=False`` compares with the teacher without the Sim(3)
     alignment (for teachers already in the scene's frame and scale, such as ground truth).
-    ``distance``: see :class:`~pmloss.loss.PMLoss`; ``decay_start``: see :class:`~pmloss.training.PMLossTerm`."""
+    ``distance``: see :class:`~pmloss.loss.PMLoss`; ``decay_start``: see :class:`~pmloss.training.PMLossTerm`.
+    ``initial_state``: a state dict of a trained model to fine-tune from (the paper's protocol: a trained
+    DepthSplat fine-tuned with and without PM-Loss) instead of a fresh initialisation."""
     torch.manual_seed(train_config.seed)
     model = FeedForwardGS(model_config)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     extra = None
     if teacher is not None and pm_weight > 0:
         extra = PMLossTerm(
@@ -111,6 +120,42 @@ def evaluate_model(
         count += output.depth.shape[0]
     metrics.update({name: total / max(count, 1) for name, total in sums.items()})
     return metrics
+
+
+@torch.no_grad()
+def psnr_with_true_centres(
+    model: FeedForwardGS, dataset: Dataset, *, device: torch.device | str = "cpu"
+) -> float:
+    """Novel-view PSNR when every Gaussian's centre is moved onto the true surface point of its pixel
+    (the context view's ground-truth pointmap) and every other parameter stays as predicted.
+
+    Set beside the PSNR of the predicted centres, it measures how much novel-view quality the model's
+    geometry errors cost: the most a loss on the centres alone could buy.
+    """
+    model = model.to(device).eval()
+    total, count = 0.0, 0
+    for batch in DataLoader(dataset, batch_size=1, shuffle=False):
+        batch = move_to_device(batch, torch.device(device))
+        context, target = batch["context"], batch["target"]
+        output = model(context)
+        index = output.context_index[:, :, None, None, None].expand(-1, -1, *output.means_per_pixel.shape[2:])
+        true_means = torch.gather(context["pointmap"], 1, index).flatten(1, 3)
+        gaussians = dataclasses.replace(output.gaussians, means=true_means)
+        image = target["image"]
+        rendered = render(gaussians, target["extrinsics"], target["intrinsics"], image.shape[-2:])
+        values = psnr(rendered.color.clamp(0.0, 1.0), image)
+        total, count = total + float(values.sum()), count + values.numel()
+    return total / max(count, 1)
+
+
+def scene_psnr(model: FeedForwardGS, dataset: Dataset, *, device: torch.device | str = "cpu") -> list[float]:
+    """Novel-view PSNR of each item of ``dataset`` (the mean over its target views), in dataset order:
+    the pairs for :func:`accel_shared.bench.paired_difference` between two models."""
+    model = model.to(device)
+    return [
+        evaluate(model, Subset(dataset, [index]), show_progress=False, use_lpips=False)["psnr"]
+        for index in range(len(dataset))  # type: ignore[arg-type]
+    ]
 
 
 @torch.no_grad()
