@@ -112,6 +112,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _train_config(args: argparse.Namespace, steps: int, lr: float, out_dir: Path) -> TrainConfig:
+    return TrainConfig(
+        steps=steps,
+        batch_size=args.batch_size,
+        lr=lr,
+        warmup_steps=min(100, steps // 10),
+        ckpt_every=0,
+        out_dir=out_dir,
+        seed=args.seed,
+        device=args.device,
+    )
+
+
 def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
     data = DataConfig(
         root=args.data or workdir / "scenes",
@@ -181,16 +194,7 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
     )
     initial_state = None
     if args.pretrain_steps:
-        pretrain = TrainConfig(
-            steps=args.pretrain_steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            warmup_steps=min(100, args.pretrain_steps // 10),
-            ckpt_every=0,
-            out_dir=workdir / "pretrain",
-            seed=args.seed,
-            device=args.device,
-        )
+        pretrain = _train_config(args, args.pretrain_steps, args.lr, workdir / "pretrain")
         pretrained, _ = train_model(model_config, train_set, pretrain, teacher=None)
         initial_state = pretrained.state_dict()
     results = {}
@@ -217,16 +221,8 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
             + ("" if distance == "squared" else f"-{distance}")
             + ("" if decay_start is None else "-decayed")
         )
-        config = TrainConfig(
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.finetune_lr if initial_state is not None else args.lr,
-            warmup_steps=min(100, args.steps // 10),
-            ckpt_every=0,
-            out_dir=workdir / tag,
-            seed=args.seed,
-            device=args.device,
-        )
+        lr = args.finetune_lr if initial_state is not None else args.lr
+        config = _train_config(args, args.steps, lr, workdir / tag)
         teacher = build_teacher("ground-truth", noise=args.teacher_noise, seed=args.seed) if weight else None
         start = time.perf_counter()
         model, _ = train_model(
