@@ -112,6 +112,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (reports name no machine paths)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path.name
+
+
 def _train_config(args: argparse.Namespace, steps: int, lr: float, out_dir: Path) -> TrainConfig:
     return TrainConfig(
         steps=steps,
@@ -267,8 +273,8 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
             f"(mean over {interpolation.count} held-out scenes [95% bootstrap interval])."
         )
     report.notes.append(
-        "Rendered examples: docs/images/pmloss/weight-<w>[-unaligned][-euclidean]/ (rows: context, targets, "
-        "renderings, depth). "
+        f"Rendered examples: {_shown(args.images)}/weight-<w>[-unaligned][-euclidean]/ (rows: context, "
+        "targets, renderings, depth). "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; 'train s' includes waiting for "
         "other jobs when the machine is shared."
     )
