@@ -161,11 +161,29 @@ def test_paired_difference_centres_on_the_mean_and_covers_it():
     assert paired_difference([1.0, 2.0], [0.0, 0.0]) == paired_difference([1.0, 2.0], [0.0, 0.0])  # seeded
 
 
+def test_paired_difference_interval_has_the_asked_coverage_width():
+    rng = np.random.default_rng(2)
+    baseline = rng.normal(26.0, 1.0, size=200)
+    candidate = baseline + rng.normal(0.1, 0.5, size=200)
+    widths = [
+        (d.high - d.low)
+        for d in (paired_difference(candidate, baseline, confidence=c) for c in (0.5, 0.9, 0.95, 0.99))
+    ]
+    assert widths == sorted(widths) and widths[0] < widths[-1] / 2
+    # with 200 pairs the bootstrap agrees with the normal approximation: ±1.96 standard errors
+    standard_error = np.std(candidate - baseline, ddof=1) / np.sqrt(200)
+    assert widths[2] == pytest.approx(2 * 1.96 * standard_error, rel=0.1)
+    tiny_loss = paired_difference([1.0, 0.9992], [1.0, 1.0])  # a mean of -0.0004 prints as +0.000
+    assert tiny_loss.mean < 0 and str(tiny_loss).startswith("+0.000 [-0.001, ")
+
+
 def test_paired_difference_rejects_bad_input():
     with pytest.raises(ValueError, match="one length"):
         paired_difference([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="non-empty"):
         paired_difference([], [])
+    with pytest.raises(ValueError, match="finite"):
+        paired_difference([float("inf"), 1.0], [1.0, 1.0])
     with pytest.raises(ValueError, match="confidence"):
         paired_difference([1.0], [0.0], confidence=1.5)
     with pytest.raises(ValueError, match="resamples"):

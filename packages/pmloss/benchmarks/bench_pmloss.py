@@ -40,6 +40,7 @@ from pmloss.experiment import (
 )
 
 ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_IMAGES = ROOT / "docs" / "images" / "pmloss"
 METRICS = [
     ("psnr", "PSNR dB ↑"),
     ("true_centres_psnr", "PSNR, true centres"),
@@ -106,7 +107,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--teacher-noise", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, help="dataset folder (default: a temporary one)")
-    parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images" / "pmloss")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     parser.add_argument("--name", default="pmloss_cpu", help="report file stem (default: pmloss_cpu)")
     return parser.parse_args(argv)
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
             "context span (interpolation) and, as 'extrap.', of 4 targets outside it (context views 2 and 5, "
             "targets 0, 1, 6, 7: the paper's bound-aware extrapolation protocol); 'PSNR, true centres': the "
             "interpolation PSNR with every Gaussian centre moved onto the true surface point of its pixel and "
-            "all other parameters as predicted (what perfect centres alone would give); depth "
+            "all other parameters as predicted (a counterfactual estimate of what exact centres would give); depth "
             "abs-rel of the context views; centre distance: mean distance from a Gaussian centre to the "
             "true surface (world units; the scenes span depths of about 2–8); boundary floaters: share of "
             "pixels within one pixel of a depth discontinuity whose Gaussian is more than 5% of its depth "
@@ -195,6 +196,7 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
                 else ""
             )
             + (f" --name {args.name}" if args.name != "pmloss_cpu" else "")
+            + (f" --images {_shown(args.images)}" if args.images != DEFAULT_IMAGES else "")
             + "  (or: nox -s bench)"
         ),
     )

@@ -134,6 +134,21 @@ def test_cli_train_resume_and_eval(tmp_path: Path, capfd: pytest.CaptureFixture[
     assert all(torch.allclose(start[name], after[name], atol=1e-6) for name in start)
     assert main([*fine_tune, "--model-config", str(tiny)]) == 2
     assert "drop --model-config" in capfd.readouterr().err
+    # a fine-tune into a folder holding another run's checkpoint would silently resume that run
+    assert (
+        main(
+            [
+                *fine_tune[: fine_tune.index("--out")],
+                "--out",
+                str(run),
+                *fine_tune[fine_tune.index("--out") + 2 :],
+            ]
+        )
+        == 2
+    )
+    assert "trained from scratch" in capfd.readouterr().err
+    assert main(fine_tune) == 0  # its own checkpoint resumes
+    assert json.loads(capfd.readouterr().out.strip().splitlines()[-1])["resumed_from"] == 1
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -177,6 +192,45 @@ class _ShiftedCentres(FeedForwardGS):
         )
 
 
+class _CentresOnTheSurface(FeedForwardGS):
+    """A FeedForwardGS whose Gaussian centres are the context views' ground-truth pointmaps."""
+
+    def forward(self, context, **kwargs):  # type: ignore[no-untyped-def]
+        output = super().forward(context, **kwargs)
+        surface = context["pointmap"]
+        gaussians = dataclasses.replace(output.gaussians, means=surface.flatten(1, 3))
+        return dataclasses.replace(output, gaussians=gaussians, means_per_pixel=surface)
+
+
+class _ViewsReversed(FeedForwardGS):
+    """A FeedForwardGS that lists its Gaussians view by view in reverse order, with context_index
+    saying so (as a view compressor reorders them): the same Gaussians, another order."""
+
+    def forward(self, context, **kwargs):  # type: ignore[no-untyped-def]
+        output = super().forward(context, **kwargs)
+        b, v = output.depth.shape[:2]
+
+        def flip(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(b, v, -1, *x.shape[2:]).flip(1).flatten(1, 2)
+
+        g = output.gaussians
+        gaussians = dataclasses.replace(
+            g,
+            means=flip(g.means),
+            scales=flip(g.scales),
+            rotations=flip(g.rotations),
+            opacities=flip(g.opacities),
+            colors=flip(g.colors),
+        )
+        return dataclasses.replace(
+            output,
+            gaussians=gaussians,
+            depth=output.depth.flip(1),
+            means_per_pixel=output.means_per_pixel.flip(1),
+            context_index=output.context_index.flip(1),
+        )
+
+
 def test_true_centre_psnr_ignores_the_predicted_centres_and_scene_psnr_averages_to_evaluate(
     tmp_path: Path,
 ) -> None:
@@ -197,3 +251,15 @@ def test_true_centre_psnr_ignores_the_predicted_centres_and_scene_psnr_averages_
     per_scene = scene_psnr(model, dataset)
     assert len(per_scene) == 3
     assert sum(per_scene) / 3 == pytest.approx(plain_psnr, rel=1e-5)  # 2 targets per scene: equal weights
+
+    # a model whose centres already are the true surface renders to exactly that PSNR
+    on_surface = _CentresOnTheSurface(config).eval()
+    on_surface.load_state_dict(model.state_dict())
+    assert evaluate(on_surface, dataset, show_progress=False)["psnr"] == pytest.approx(true_centres, abs=1e-4)
+    # the true points follow the views the Gaussians come from (context_index), whatever their order
+    reversed_views = _ViewsReversed(config).eval()
+    reversed_views.load_state_dict(model.state_dict())
+    assert evaluate(reversed_views, dataset, show_progress=False)["psnr"] == pytest.approx(
+        plain_psnr, abs=1e-4
+    )
+    assert psnr_with_true_centres(reversed_views, dataset) == pytest.approx(true_centres, abs=1e-4)

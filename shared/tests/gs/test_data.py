@@ -304,6 +304,17 @@ def test_sample_views_outside_puts_every_target_beyond_a_centred_context_span():
         10, num_context=2, num_target=4, rng=rng, context_gap=(9, 9), targets="outside"
     )
     assert int(context[1] - context[0]) == 5 and torch.all((target < context[0]) | (target > context[1]))
+    # one context view: a span of 0, centred, with every other view a candidate target
+    seen = set()
+    for _ in range(40):
+        context, target = sample_views(9, num_context=1, num_target=3, rng=rng, targets="outside")
+        assert context.tolist() == [4] and 4 not in target.tolist()
+        seen.update(target.tolist())
+    assert seen == {0, 1, 2, 3, 5, 6, 7, 8}
+    # more context views: evenly spaced inside the span
+    context, target = sample_views(12, num_context=3, num_target=4, rng=rng, targets="outside")
+    assert context.tolist() == [2, 6, 9]  # span 2..9 (4 views outside), middle view rounded
+    assert sorted(target.tolist()) == [0, 1, 10, 11]
     with pytest.raises(ValueError, match="num_context \\+ num_target"):
         sample_views(8, num_context=3, num_target=6, rng=rng, targets="outside")
     with pytest.raises(ValueError, match="targets"):
@@ -314,10 +325,11 @@ def test_dataset_with_targets_outside(dataset_root):
     data = MultiViewDataset(
         dataset_root, num_context=2, num_target=3, view_sampler="fixed", targets="outside"
     )
-    for item in (data[0], data[1]):
-        context, target = item["context"]["index"], item["target"]["index"]
-        assert torch.all((target < context[0]) | (target > context[1]))
-    assert torch.equal(data[0]["target"]["index"], data[0]["target"]["index"])
+    for item in (data[0], data[1], data[2]):
+        first, last = item["context"]["index"].tolist()
+        # 6 views, 3 targets: the widest span leaving 3 views outside is 2 frames, and all 3 are targets
+        assert last - first == 2 and first in (1, 2)
+        assert item["target"]["index"].tolist() == [i for i in range(6) if not first <= i <= last]
     with pytest.raises(ValueError, match="targets"):
         MultiViewDataset(dataset_root, targets="between")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="views_per_scene"):

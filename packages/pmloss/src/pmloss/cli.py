@@ -43,6 +43,26 @@ examples:
 """
 
 
+_INIT_RECORD = "init_model.json"  # in OUT: the model a fine-tuning run started from
+
+
+def _check_init_record(out: Path, init_model: Path, *, resume: bool) -> None:
+    """A fine-tuning run resumes only its own checkpoints: CLIError when ``out`` holds a checkpoint that
+    was not started from ``init_model`` (its weights would silently replace the ones asked for)."""
+    from accel_shared.checkpoint import latest_checkpoint
+
+    if not resume or latest_checkpoint(out) is None:
+        return
+    record = out / _INIT_RECORD
+    started_from = json.loads(record.read_text())["init_model"] if record.is_file() else None
+    if started_from != str(init_model.resolve()):
+        origin = f"fine-tuned from {started_from}" if started_from else "trained from scratch"
+        raise CLIError(
+            f"--out {out} holds a checkpoint of a run {origin}, not from --init-model {init_model}; "
+            "pass --no-resume to start over there, or choose another --out"
+        )
+
+
 def _train(args: argparse.Namespace) -> int:
     from accel_shared.cli import resolve_device
     from accel_shared.distributed import launched_rank
@@ -61,6 +81,7 @@ def _train(args: argparse.Namespace) -> int:
             raise CLIError("--init-model brings its own model config; drop --model-config")
         if not args.init_model.is_dir():
             raise FileNotFoundError(f"--init-model: no saved model folder at {args.init_model}")
+        _check_init_record(args.out, args.init_model, resume=not args.no_resume)
         pretrained = FeedForwardGS.from_pretrained(args.init_model)
         model_config, initial_state = pretrained.config, pretrained.state_dict()
     else:
@@ -82,6 +103,11 @@ def _train(args: argparse.Namespace) -> int:
     teacher = (
         build_teacher(args.teacher, noise=args.teacher_noise, seed=args.seed) if args.pm_weight > 0 else None
     )
+    if args.init_model is not None and launched_rank() == 0:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / _INIT_RECORD).write_text(
+            json.dumps({"init_model": str(args.init_model.resolve())}) + "\n"
+        )
     start = time.perf_counter()
     model, result = train_model(
         model_config,

@@ -129,14 +129,17 @@ def psnr_with_true_centres(
     """Novel-view PSNR when every Gaussian's centre is moved onto the true surface point of its pixel
     (the context view's ground-truth pointmap) and every other parameter stays as predicted.
 
-    Set beside the PSNR of the predicted centres, it measures how much novel-view quality the model's
-    geometry errors cost: the most a loss on the centres alone could buy.
+    A counterfactual: the other parameters (scales, opacities, colours) were predicted for the model's
+    own centres. Set beside the PSNR of the predicted centres, it estimates how much novel-view quality
+    the model's geometry errors cost. Needs ground-truth pointmaps (``context["pointmap"]``).
     """
     model = model.to(device).eval()
     total, count = 0.0, 0
     for batch in DataLoader(dataset, batch_size=1, shuffle=False):
         batch = move_to_device(batch, torch.device(device))
         context, target = batch["context"], batch["target"]
+        if "pointmap" not in context:
+            raise ValueError("psnr_with_true_centres needs ground-truth pointmaps (context['pointmap'])")
         output = model(context)
         index = output.context_index[:, :, None, None, None].expand(-1, -1, *output.means_per_pixel.shape[2:])
         true_means = torch.gather(context["pointmap"], 1, index).flatten(1, 3)

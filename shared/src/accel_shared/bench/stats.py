@@ -9,6 +9,8 @@ import numpy as np
 
 __all__ = ["PairedDifference", "paired_difference"]
 
+_MAX_DRAWS = 1 << 20
+
 
 @dataclass(frozen=True)
 class PairedDifference:
@@ -28,7 +30,12 @@ class PairedDifference:
     confidence: float
 
     def __str__(self) -> str:
-        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+        return f"{_signed(self.mean)} [{_signed(self.low)}, {_signed(self.high)}]"
+
+
+def _signed(value: float) -> str:
+    text = f"{value:+.3f}"
+    return "+0.000" if text == "-0.000" else text
 
 
 def paired_difference(
@@ -52,13 +59,25 @@ def paired_difference(
             f"paired_difference: candidate and baseline must be non-empty 1-D sequences of one length, got "
             f"shapes {a.shape} and {b.shape}"
         )
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError(
+            "paired_difference: candidate and baseline must be finite (inf PSNR: identical images?)"
+        )
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"paired_difference: confidence must be in (0, 1), got {confidence}")
     if resamples < 1:
         raise ValueError(f"paired_difference: resamples must be >= 1, got {resamples}")
     difference = a - b
     rng = np.random.default_rng(seed)
-    means = difference[rng.integers(0, difference.size, size=(resamples, difference.size))].mean(axis=1)
+    chunk = max(1, _MAX_DRAWS // difference.size)  # bounds the index matrix at about 8 MB
+    means = np.concatenate(
+        [
+            difference[
+                rng.integers(0, difference.size, size=(min(chunk, resamples - start), difference.size))
+            ].mean(axis=1)
+            for start in range(0, resamples, chunk)
+        ]
+    )
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return PairedDifference(

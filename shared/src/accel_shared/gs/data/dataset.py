@@ -76,10 +76,10 @@ def sample_views(
     as large as ``num_views``).
 
     ``targets="outside"`` is the extrapolation protocol of PM-Loss's bound-aware evaluation: every target
-    lies outside the context span. The span is centred in the sequence (so targets fall on both sides
-    when there is room), ``gap`` is uniform in ``context_gap`` clamped to the widest span that leaves
-    ``num_target`` views outside (default: that widest span), and the targets are drawn from the views
-    outside it.
+    lies outside the context span. The span is centred in the sequence, so views remain on both of its
+    sides; ``gap`` is uniform in ``context_gap`` clamped to the widest span that leaves ``num_target``
+    views outside (default: that widest span; 0 for one context view), and the targets are drawn at
+    random from the views outside it (with the default gap, exactly those views).
 
     Returns:
         context [num_context] and target [num_target] int64 view indices, each ascending.
@@ -130,6 +130,8 @@ def _sample_extrapolation(
             f"{num_target} > {num_views}"
         )
     low, high = gap_range if gap_range is not None else (widest, widest)
+    if num_context == 1:  # one context view spans nothing: every other view lies outside it
+        low = high = 0
     high = min(max(high, fewest), widest)
     low = min(max(low, fewest), high)
     gap = int(rng.integers(low, high + 1))
