@@ -121,7 +121,21 @@ def test_cli_train_resume_and_eval(tmp_path: Path, capfd: pytest.CaptureFixture[
         == 0
     )
     extrapolated = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
-    assert extrapolated["test_targets"] == "outside" and extrapolated["psnr"] != evaluated["psnr"]
+    outside = MultiViewDataset(
+        data,
+        num_context=2,
+        num_target=2,
+        split="test",
+        test_fraction=0.2,
+        view_sampler="fixed",
+        targets="outside",
+    )
+    expected = evaluate(FeedForwardGS.from_pretrained(run / "model"), outside, show_progress=False)["psnr"]
+    assert extrapolated["test_targets"] == "outside"
+    assert (
+        extrapolated["psnr"] == pytest.approx(expected, rel=1e-4)
+        and extrapolated["psnr"] != evaluated["psnr"]
+    )
 
     # fine-tuning from the saved model: a vanishing learning rate leaves its weights as they were
     tuned = tmp_path / "tuned"
