@@ -68,6 +68,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument(
+        "--depth-upsampler",
+        choices=["bilinear", "convex"],
+        default="bilinear",
+        help="GSModelConfig.depth_upsampler of every model (default: bilinear, the default model)",
+    )
+    parser.add_argument(
         "--pretrain-steps",
         type=int,
         default=0,
@@ -144,7 +150,12 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
     )
     train_set, test_set = load_datasets(data)
     _, extrapolation_set = load_datasets(dataclasses.replace(data, test_targets="outside"))
-    model_config = GSModelConfig()
+    model_config = GSModelConfig(depth_upsampler=args.depth_upsampler)
+    model_description = (
+        "default GSModelConfig"
+        if args.depth_upsampler == "bilinear"
+        else f"default GSModelConfig but depth_upsampler={args.depth_upsampler!r}"
+    )
     schedule = (
         f"pre-trained {args.pretrain_steps} steps without PM-Loss at lr {args.lr:g}, then every variant (the "
         f"baseline too) fine-tuned from it for {args.steps} steps at lr {args.finetune_lr:g} (the paper's protocol)"
@@ -154,7 +165,7 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
     report = BenchmarkReport(
         title=f"PM-Loss on procedural scenes ({args.device.upper()})",
         description=(
-            f"FeedForwardGS (default GSModelConfig), {schedule}, batch {args.batch_size}, "
+            f"FeedForwardGS ({model_description}), {schedule}, batch {args.batch_size}, "
             f"seed {args.seed}, {args.image_size}×{args.image_size} images, 2 context and 4 target views, "
             f"{len(train_set)} training and {len(test_set)} held-out procedural scenes (8 views each; the "
             "training targets lie between the context views). The "
@@ -177,6 +188,7 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
         command=(
             f"python packages/pmloss/benchmarks/bench_pmloss.py --steps {args.steps} --scenes {args.scenes} "
             + (f"--seed {args.seed} " if args.seed else "")
+            + (f"--depth-upsampler {args.depth_upsampler} " if args.depth_upsampler != "bilinear" else "")
             + (
                 f"--pretrain-steps {args.pretrain_steps} --finetune-lr {args.finetune_lr:g} "
                 if args.pretrain_steps

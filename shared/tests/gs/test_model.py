@@ -225,6 +225,8 @@ def test_context_validation(context: dict[str, torch.Tensor]) -> None:
         GSModelConfig(feature_dim=30)
     with pytest.raises(ValueError, match="offset_mode"):
         GSModelConfig(offset_mode="clamp")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="depth_upsampler"):
+        GSModelConfig(depth_upsampler="nearest")  # type: ignore[arg-type]
 
 
 @torch.no_grad()
@@ -251,6 +253,26 @@ def test_save_and_load_round_trip(tmp_path: Path, context: dict[str, torch.Tenso
     assert isinstance(fresh.compressor, TakeViews) and fresh.compressor.scale.item() == 1.0
     assert model.num_parameters() == fresh.num_parameters(include_compressor=False)
     assert not math.isnan(float(loaded(context, num_anchors=1).depth.mean()))
+
+
+def test_convex_depth_upsampler_trains_and_round_trips(
+    tmp_path: Path, context: dict[str, torch.Tensor]
+) -> None:
+    assert not any("convex" in name for name, _ in make_model().named_parameters())
+    model = make_model(depth_upsampler="convex").train()
+    out = model(context)
+    b, v, _, h, w = context["image"].shape
+    assert out.depth.shape == (b, v, h, w) and torch.isfinite(out.depth).all()
+    out.gaussians.means.mean().backward()
+    convex = [p for name, p in model.named_parameters() if name.startswith("refiner.convex.")]
+    assert convex and all(p.grad is not None and torch.isfinite(p.grad).all() for p in convex)
+    assert any(float(p.grad.abs().sum()) > 0 for p in convex if p.grad is not None)
+
+    path = model.eval().save_pretrained(tmp_path / "convex")
+    loaded = FeedForwardGS.from_pretrained(path).eval()
+    assert loaded.config.depth_upsampler == "convex"
+    with torch.no_grad():
+        assert torch.equal(loaded(context).depth, model(context).depth)
 
 
 def test_from_pretrained_errors(tmp_path: Path) -> None:

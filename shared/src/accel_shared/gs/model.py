@@ -26,7 +26,7 @@ from torch import nn
 
 from accel_shared.gs.cameras import unproject_depth
 from accel_shared.gs.cost_volume import candidate_t, plane_sweep_cost_volume, t_to_depth
-from accel_shared.gs.depth import CoarseDepth, DepthRefiner
+from accel_shared.gs.depth import CoarseDepth, DepthRefiner, DepthUpsampler
 from accel_shared.gs.encoder import ViewEncoder
 from accel_shared.gs.gaussians import Gaussians
 from accel_shared.gs.heads import GaussianHead, OffsetMode
@@ -77,6 +77,9 @@ class GSModelConfig:
         cost_volume_views: correlate each view with this many nearest other views; None for all.
         depth_hidden: channels of the CNN that turns the cost volume into depth logits.
         head_hidden: channels of the full-resolution refinement and Gaussian heads.
+        depth_upsampler: how the 1/4-resolution depth reaches full resolution before the refinement:
+            "bilinear", or "convex" (learned 3×3 convex combinations that keep depth edges sharp; see
+            :class:`~accel_shared.gs.depth.ConvexUpsampler`).
         offset_mode: "free" (unbounded xy offsets, the PM-Loss recipe), "tanh" (bounded by
             ``offset_max_pixels``) or "none" (Gaussians on the pixel rays).
         offset_max_pixels: the bound of the "tanh" mode, in pixels.
@@ -93,6 +96,7 @@ class GSModelConfig:
     cost_volume_views: int | None = None
     depth_hidden: int = 64
     head_hidden: int = 32
+    depth_upsampler: DepthUpsampler = "bilinear"
     offset_mode: OffsetMode = "free"
     offset_max_pixels: float = 1.0
     num_anchors: int | None = None
@@ -120,6 +124,10 @@ class GSModelConfig:
         if self.cost_volume_views is not None and self.cost_volume_views < 1:
             raise ValueError(
                 f"GSModelConfig.cost_volume_views must be >= 1 or None, got {self.cost_volume_views}"
+            )
+        if self.depth_upsampler not in ("bilinear", "convex"):
+            raise ValueError(
+                f"GSModelConfig.depth_upsampler must be 'bilinear' or 'convex', got {self.depth_upsampler!r}"
             )
         if self.offset_mode not in ("free", "tanh", "none"):
             raise ValueError(
@@ -183,7 +191,7 @@ class FeedForwardGS(nn.Module):
             c, config.transformer_layers, config.num_heads, config.mlp_ratio, config.attention_stride
         )
         self.coarse_depth = CoarseDepth(config.num_depth_candidates, c, config.depth_hidden)
-        self.refiner = DepthRefiner(c, config.head_hidden)
+        self.refiner = DepthRefiner(c, config.head_hidden, config.depth_upsampler)
         self.head = GaussianHead(config.head_hidden, config.offset_mode, config.offset_max_pixels)
         self.compressor: nn.Module | None = None
         if compressor is not None:
