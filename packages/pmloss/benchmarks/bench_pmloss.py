@@ -194,8 +194,8 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
                 if args.pretrain_steps
                 else ""
             )
-            + f"--pm-weights {' '.join(f'{w:g}' for w in args.pm_weights)} "
-            f"--unaligned-weights {' '.join(f'{w:g}' for w in args.unaligned_weights)}"
+            + f"--pm-weights{''.join(f' {w:g}' for w in args.pm_weights)} "
+            f"--unaligned-weights{''.join(f' {w:g}' for w in args.unaligned_weights)}"
             + (
                 f" --euclidean-weights {' '.join(f'{w:g}' for w in args.euclidean_weights)}"
                 if args.euclidean_weights
