@@ -13,6 +13,10 @@
 #   GPU_CHECK_TEST_TIMEOUT=60 scripts/gpu_check.sh  seconds per test (needs pytest-timeout)
 #   GPU_CHECK_TESTS="kernels-core/tests" scripts/gpu_check.sh   test folders to run
 #   GPU_CHECK_BENCH="kernels-core/benchmarks/bench_attention.py" scripts/gpu_check.sh   benchmarks to run
+#   GPU_CHECK_WHEELS=wheels scripts/gpu_check.sh   install every wheel in that folder (no index, no
+#       dependencies) into $GPU_CHECK_OUT/site first: how gsplat (the renderer parity test) and
+#       diffusers reach a machine without a package index. gsplat compiles its CUDA code on first
+#       use (minutes), so allow GPU_CHECK_TIMEOUT=600 for shared/tests then.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +54,13 @@ cp -r kernels-core/src/kernels_core "$stage/"
 cp "$OUT"/cmake/_C*.so "$stage/kernels_core/"
 packages_src=$(printf "%s:" "$PWD"/packages/*/src)
 export PYTHONPATH="$PWD/$stage:$PWD/shared/src:${packages_src%:}${PYTHONPATH:+:$PYTHONPATH}"
+if [ -n "${GPU_CHECK_WHEELS:-}" ]; then
+  echo "== optional packages from $GPU_CHECK_WHEELS"
+  rm -rf "$OUT/site"
+  "$PYTHON" -m pip install --quiet --no-index --no-deps --target "$OUT/site" "$GPU_CHECK_WHEELS"/*.whl
+  export PYTHONPATH="$PYTHONPATH:$PWD/$OUT/site"
+  export PATH="$PWD/$OUT/site/bin:$PATH"
+fi
 export HF_HUB_OFFLINE=1
 loaded=$("$PYTHON" -c 'import kernels_core; print(kernels_core.__file__)')
 case "$loaded" in
