@@ -13,10 +13,13 @@
 #   GPU_CHECK_TEST_TIMEOUT=60 scripts/gpu_check.sh  seconds per test (needs pytest-timeout)
 #   GPU_CHECK_TESTS="kernels-core/tests" scripts/gpu_check.sh   test folders to run
 #   GPU_CHECK_BENCH="kernels-core/benchmarks/bench_attention.py" scripts/gpu_check.sh   benchmarks to run
-#   GPU_CHECK_WHEELS=wheels scripts/gpu_check.sh   install every wheel in that folder (no index, no
-#       dependencies) into $GPU_CHECK_OUT/site first: how gsplat (the renderer parity test) and
-#       diffusers reach a machine without a package index. gsplat compiles its CUDA code on first
-#       use (minutes), so allow GPU_CHECK_TIMEOUT=600 for shared/tests then.
+#   GPU_CHECK_WHEELS=wheels scripts/gpu_check.sh   install every wheel in that folder (a path
+#       relative to the repository root, or absolute) into $GPU_CHECK_OUT/site first, without an
+#       index or dependency resolution: how gsplat (the renderer parity test) and diffusers reach a
+#       machine without a package index. Put only packages the machine lacks there, their missing
+#       dependencies included (gsplat: jaxtyping, wadler_lindig, rich, markdown_it_py, mdurl,
+#       pygments, ninja); never torch, which they would shadow. gsplat compiles its CUDA code on
+#       first use (minutes), so allow GPU_CHECK_TIMEOUT=600 for shared/tests then.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,23 +51,26 @@ cmake --build "$OUT/cmake" --parallel "$(nproc)" >"$OUT/cmake-build.log"
 echo "built in $(( $(date +%s) - start )) s"
 
 # Stage the Python package next to the freshly built module; run everything from there.
-stage="$OUT/python"
+stage="$(cd "$OUT" && pwd)/python"
 rm -rf "$stage" && mkdir -p "$stage"
 cp -r kernels-core/src/kernels_core "$stage/"
 cp "$OUT"/cmake/_C*.so "$stage/kernels_core/"
 packages_src=$(printf "%s:" "$PWD"/packages/*/src)
-export PYTHONPATH="$PWD/$stage:$PWD/shared/src:${packages_src%:}${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$stage:$PWD/shared/src:${packages_src%:}${PYTHONPATH:+:$PYTHONPATH}"
 if [ -n "${GPU_CHECK_WHEELS:-}" ]; then
   echo "== optional packages from $GPU_CHECK_WHEELS"
-  rm -rf "$OUT/site"
-  "$PYTHON" -m pip install --quiet --no-index --no-deps --target "$OUT/site" "$GPU_CHECK_WHEELS"/*.whl
-  export PYTHONPATH="$PYTHONPATH:$PWD/$OUT/site"
-  export PATH="$PWD/$OUT/site/bin:$PATH"
+  compgen -G "$GPU_CHECK_WHEELS/*.whl" >/dev/null \
+    || { echo "gpu_check: GPU_CHECK_WHEELS=$GPU_CHECK_WHEELS holds no .whl files" >&2; exit 1; }
+  site="$(cd "$OUT" && pwd)/site"
+  rm -rf "$site"
+  "$PYTHON" -m pip install --quiet --no-index --no-deps --target "$site" "$GPU_CHECK_WHEELS"/*.whl
+  export PYTHONPATH="$PYTHONPATH:$site"
+  export PATH="$site/bin:$PATH"
 fi
 export HF_HUB_OFFLINE=1
 loaded=$("$PYTHON" -c 'import kernels_core; print(kernels_core.__file__)')
 case "$loaded" in
-  "$PWD/$stage"/*) ;;
+  "$stage"/*) ;;
   *) echo "gpu_check: kernels_core is imported from $loaded, not from the fresh build; uninstall that copy first" >&2
      exit 1 ;;
 esac

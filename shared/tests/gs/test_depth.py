@@ -89,6 +89,23 @@ def test_convex_upsampling_learns_an_edge_inside_a_coarse_cell() -> None:
     assert convex_error < 0.2 * bilinear_error
 
 
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (1, 5), (3, 1)])
+def test_thin_inputs_and_gradients(h: int, w: int) -> None:
+    """One-cell rows and columns (all neighbours replicated) and gradients into t and the features."""
+    t, features = coarse_inputs(h=h, w=w)
+    t.requires_grad_(True)
+    features.requires_grad_(True)
+    upsampler = ConvexUpsampler(features.shape[1], 16)
+    torch.nn.init.normal_(upsampler.mask[2].weight, std=0.5)
+    up = upsampler(t, features)
+    assert up.shape == (2, 1, 4 * h, 4 * w)
+    (up * torch.randn_like(up)).sum().backward()
+    assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+    assert features.grad is not None and features.grad.abs().sum() > 0
+    if h == w == 1:  # every neighbour is the cell itself: the weights cannot matter
+        torch.testing.assert_close(up.detach(), t.detach().expand(-1, -1, 4, 4))
+
+
 def test_refiner_upsampler_choice_and_errors() -> None:
     t, features = coarse_inputs(channels=8, h=4, w=4)
     images = torch.rand(2, 3, 16, 16)
@@ -101,7 +118,13 @@ def test_refiner_upsampler_choice_and_errors() -> None:
         untrained = DepthRefiner(8, 8, "bilinear")(images, features, t)[0]
         bilinear = F.interpolate(t, size=(16, 16), mode="bilinear", align_corners=False)
         torch.testing.assert_close(untrained, bilinear.clamp(1e-4, 1 - 1e-4))
+        untrained = DepthRefiner(8, 8, "convex")(images, features, t)[0]
+        box = F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        box = box.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+        torch.testing.assert_close(untrained, box.clamp(1e-4, 1 - 1e-4))
     with pytest.raises(ValueError, match="upsampler must be 'bilinear' or 'convex'"):
         DepthRefiner(8, 8, "nearest")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="4× the coarse size"):
         DepthRefiner(8, 8, "convex")(torch.rand(2, 3, 12, 16), features, t)
+    with pytest.raises(ValueError, match="ConvexUpsampler: features"):
+        ConvexUpsampler(8, 8)(t, features[..., :3])

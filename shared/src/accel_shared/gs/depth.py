@@ -67,6 +67,11 @@ class ConvexUpsampler(nn.Module):
 
     def forward(self, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         n, _, h, w = t.shape
+        if features.shape[0] != n or features.shape[-2:] != t.shape[-2:]:
+            raise ValueError(
+                f"ConvexUpsampler: features {list(features.shape)} must be [N, C, h, w] with N, h, w of "
+                f"t {list(t.shape)}"
+            )
         r = self.factor
         weights = self.mask(torch.cat([features, t], dim=1)).view(n, 9, r, r, h, w).softmax(dim=1)
         neighbours = F.unfold(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3).view(n, 9, 1, 1, h, w)
