@@ -55,6 +55,8 @@ METRICS = [
     ("floaters", "floaters (all) ↓"),
 ]
 COLUMNS = ["variant", "train s", *(label for _, label in METRICS)]
+# defaults of options the report's command line names only when they differ
+NON_DEFAULT_RECORDED: dict[str, float] = {"image_size": 64, "batch_size": 2, "lr": 5e-4, "teacher_noise": 0.0}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,9 +66,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--scenes", type=int, default=100)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--image-size", type=int, default=NON_DEFAULT_RECORDED["image_size"])
+    parser.add_argument("--batch-size", type=int, default=NON_DEFAULT_RECORDED["batch_size"])
+    parser.add_argument("--lr", type=float, default=NON_DEFAULT_RECORDED["lr"])
     parser.add_argument(
         "--depth-upsampler",
         choices=["bilinear", "convex"],
@@ -110,7 +112,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="PM-Loss weights without the alignment whose weight decays to 0 from --decay-start on",
     )
     parser.add_argument("--decay-start", type=float, default=0.5, help="fraction of training (default: 0.5)")
-    parser.add_argument("--teacher-noise", type=float, default=0.0)
+    parser.add_argument("--teacher-noise", type=float, default=NON_DEFAULT_RECORDED["teacher_noise"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, help="dataset folder (default: a temporary one)")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
@@ -119,10 +121,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository when it lies inside it (reports name no machine paths)."""
+def _in_repo(path: Path) -> str | None:
+    """``path`` relative to the repository, or None outside it (reports name no machine paths, and a
+    folder outside the repository is nothing a reader can open)."""
     resolved = path.resolve()
-    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path.name
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else None
 
 
 def _train_config(args: argparse.Namespace, steps: int, lr: float, out_dir: Path) -> TrainConfig:
@@ -151,6 +154,7 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
     train_set, test_set = load_datasets(data)
     _, extrapolation_set = load_datasets(dataclasses.replace(data, test_targets="outside"))
     model_config = GSModelConfig(depth_upsampler=args.depth_upsampler)
+    images = _in_repo(args.images)
     model_description = (
         "default GSModelConfig"
         if args.depth_upsampler == "bilinear"
@@ -188,6 +192,11 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
         command=(
             f"python packages/pmloss/benchmarks/bench_pmloss.py --steps {args.steps} --scenes {args.scenes} "
             + (f"--seed {args.seed} " if args.seed else "")
+            + "".join(
+                f"--{name.replace('_', '-')} {getattr(args, name):g} "
+                for name, default in NON_DEFAULT_RECORDED.items()
+                if getattr(args, name) != default
+            )
             + (f"--depth-upsampler {args.depth_upsampler} " if args.depth_upsampler != "bilinear" else "")
             + (
                 f"--pretrain-steps {args.pretrain_steps} --finetune-lr {args.finetune_lr:g} "
@@ -208,7 +217,7 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
                 else ""
             )
             + (f" --name {args.name}" if args.name != "pmloss_cpu" else "")
-            + (f" --images {_shown(args.images)}" if args.images != DEFAULT_IMAGES else "")
+            + (f" --images {images}" if images is not None and args.images != DEFAULT_IMAGES else "")
             + "  (or: nox -s bench)"
         ),
     )
@@ -287,9 +296,13 @@ def run(args: argparse.Namespace, workdir: Path) -> BenchmarkReport:
             f"(mean over {interpolation.count} held-out scenes [95% bootstrap interval])."
         )
     report.notes.append(
-        f"Rendered examples: {_shown(args.images)}/weight-<w>[-unaligned][-euclidean]/ (rows: context, "
-        "targets, renderings, depth). "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; 'train s' includes waiting for "
+        (
+            f"Rendered examples: {images}/weight-<w>[-unaligned][-euclidean]/ (rows: context, targets, "
+            "renderings, depth). "
+            if images is not None
+            else "Rendered examples were not kept for this run. "
+        )
+        + f"torch {torch.__version__}, {torch.get_num_threads()} threads; 'train s' includes waiting for "
         "other jobs when the machine is shared."
     )
     return report

@@ -255,7 +255,7 @@ def test_save_and_load_round_trip(tmp_path: Path, context: dict[str, torch.Tenso
     assert not math.isnan(float(loaded(context, num_anchors=1).depth.mean()))
 
 
-def test_convex_depth_upsampler_trains_and_round_trips(
+def test_convex_depth_upsampler_gets_gradients_and_round_trips(
     tmp_path: Path, context: dict[str, torch.Tensor]
 ) -> None:
     assert not any("convex" in name for name, _ in make_model().named_parameters())
